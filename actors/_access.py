@@ -1,0 +1,411 @@
+"""Register access and value rules of HvCallGetVpRegisters / HvCallSetVpRegisters (pure).
+
+DOMAIN 3.1 (who may touch which register), 3.2 (value validation, then apply), 3.5 (VP secure
+config), 3.7 (PendingEvent0) and the quirks of Appendix B items 1-4. For each element the order
+is: access rule, value validation, apply; the first failure is the element's status.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from protocol import CrInterceptControl, HvStatus, Vtl, VsmVpSecureVtlConfig
+from protocol import HvRegisterName as Reg
+from protocol._x86 import (
+    CR0_CD,
+    CR0_ET,
+    CR0_NW,
+    CR0_PE,
+    CR0_PG,
+    CR4_LA57,
+    EFER_FFXSR,
+    EFER_LMA,
+    EFER_NXE,
+    EFER_SVME,
+    U64_MASK,
+    X64_CR0_RSVDZ_MASK,
+    X64_CR4_INVALID_MASK,
+    X64_EFER_VALID_MASK,
+    cr4_allowed_bits,
+    is_canonical,
+    segment_base,
+)
+
+from ._state import VpState
+from ._tdx import CrRegistration
+from ._vsm import GuestVsmState, PartitionView, WriteVsmPartitionConfig
+
+__all__ = ("get_vp_register", "set_vp_register", "validate_context_value")
+
+_GPRS: Final = frozenset(Reg.RAX + i for i in range(16))
+#: Architectural registers: only a strictly higher VTL may access them.
+_ARCH: Final = _GPRS | {
+    Reg.RIP,
+    Reg.RFLAGS,
+    Reg.CR0,
+    Reg.CR2,
+    Reg.CR3,
+    Reg.CR4,
+    Reg.CR8,
+    Reg.XFEM,
+    Reg.DR0,
+    Reg.DR1,
+    Reg.DR2,
+    Reg.DR3,
+    Reg.DR7,
+    Reg.ES,
+    Reg.CS,
+    Reg.SS,
+    Reg.DS,
+    Reg.FS,
+    Reg.GS,
+    Reg.LDTR,
+    Reg.TR,
+    Reg.IDTR,
+    Reg.GDTR,
+    Reg.EFER,
+    Reg.KERNEL_GS_BASE,
+    Reg.PAT,
+    Reg.SYSENTER_CS,
+    Reg.SYSENTER_EIP,
+    Reg.SYSENTER_ESP,
+    Reg.STAR,
+    Reg.LSTAR,
+    Reg.CSTAR,
+    Reg.SFMASK,
+    Reg.TSC_AUX,
+}
+#: Architectural registers a higher VTL may set (applied through the staged register file).
+_ARCH_SETTABLE: Final = frozenset(
+    {
+        Reg.RSP,
+        Reg.RIP,
+        Reg.RFLAGS,
+        Reg.CR0,
+        Reg.CR4,
+        Reg.CR8,
+        Reg.DR3,
+        Reg.DR7,
+        Reg.LDTR,
+        Reg.IDTR,
+        Reg.GDTR,
+        Reg.EFER,
+        Reg.PAT,
+        Reg.SYSENTER_CS,
+        Reg.SYSENTER_EIP,
+        Reg.SYSENTER_ESP,
+        Reg.STAR,
+        Reg.LSTAR,
+        Reg.CSTAR,
+        Reg.SFMASK,
+        Reg.TSC_AUX,
+    }
+)
+_SYNIC: Final = frozenset(
+    {Reg.SINT0 + i for i in range(16)}
+    | {Reg.SCONTROL, Reg.SVERSION, Reg.SIFP, Reg.SIPP, Reg.EOM}
+    | {Reg.STIMER0_CONFIG + i for i in range(8)}
+)
+_VSM_STATUS: Final = frozenset({Reg.VSM_VP_STATUS, Reg.VSM_PARTITION_STATUS, Reg.VSM_CAPABILITIES})
+_CR_INTERCEPT: Final = frozenset(
+    {
+        Reg.CR_INTERCEPT_CONTROL,
+        Reg.CR_INTERCEPT_CR0_MASK,
+        Reg.CR_INTERCEPT_CR4_MASK,
+        Reg.CR_INTERCEPT_IA32_MISC_ENABLE_MASK,
+    }
+)
+#: Registers with no hypercall support at all: InvalidParameter for get and set.
+_UNSUPPORTED: Final = frozenset(
+    {
+        Reg.DR6,
+        Reg.INTERMEDIATE_CR3,
+        Reg.INTERMEDIATE_CR8,
+        Reg.GUEST_VSM_PARTITION_CONFIG,
+        Reg.VSM_VP_WAIT_FOR_TLB_LOCK,
+        *(Reg.VSM_VP_SECURE_CONFIG_VTL1 + i for i in range(14)),
+    }
+)
+#: Value-validated on set, then refused as unsupported (Appendix B item 3); not gettable.
+_VALIDATE_ONLY: Final = frozenset(
+    {
+        Reg.INTERMEDIATE_CR0,
+        Reg.INTERMEDIATE_CR4,
+        Reg.XSS,
+        Reg.PL0_SSP,
+        Reg.PL1_SSP,
+        Reg.PL2_SSP,
+        Reg.PL3_SSP,
+        Reg.INTERRUPT_SSP_TABLE_ADDR,
+    }
+)
+#: Architectural registers that are value-validated on set, then refused.
+_ARCH_VALIDATE_ONLY: Final = frozenset({Reg.FS, Reg.GS, Reg.KERNEL_GS_BASE})
+_CANONICAL_57: Final = frozenset(
+    {Reg.SYSENTER_ESP, Reg.SYSENTER_EIP, Reg.LSTAR, Reg.CSTAR, Reg.KERNEL_GS_BASE}
+)
+_PENDING_EVENT_VECTORS: Final = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 21})
+_ERROR_CODE_VECTORS: Final = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
+_PAT_TYPES: Final = frozenset({0, 1, 4, 5, 6, 7})
+VSM_CODE_PAGE_OFFSETS_VALUE: Final = 0x2_600F
+_WIDE: Final = frozenset({Reg.ES, Reg.CS, Reg.SS, Reg.DS, Reg.FS, Reg.GS, Reg.LDTR, Reg.TR, Reg.GDTR, Reg.IDTR, Reg.PENDING_EVENT0})
+
+_OK = HvStatus.SUCCESS
+_DENIED = HvStatus.ACCESS_DENIED
+_PARAM = HvStatus.INVALID_PARAMETER
+_VALUE = HvStatus.INVALID_REGISTER_VALUE
+
+
+def _access_rule(
+    vp: VpState, view: PartitionView, caller: Vtl, target: Vtl, name: int, access_vsm: bool
+) -> HvStatus:
+    """validate_register_access plus the per-register target rules (DOMAIN 3.1)."""
+    if name in _ARCH:
+        if target >= caller:
+            return _DENIED
+        if name == Reg.TSC_AUX and not vp.config.tsc_aux:
+            return _PARAM
+        return _OK
+    if name == Reg.PENDING_EVENT0:
+        return _PARAM if target >= caller else _OK
+    if name == Reg.VSM_VINA:
+        return _PARAM if target == Vtl.VTL0 else _OK
+    if name in _CR_INTERCEPT:
+        return _DENIED if target != Vtl.VTL1 else _OK
+    if name == Reg.VSM_PARTITION_CONFIG:
+        if target != Vtl.VTL1:
+            return _PARAM
+        return _DENIED if caller == Vtl.VTL0 and not access_vsm else _OK
+    if name in _VSM_STATUS:
+        return _DENIED if caller == Vtl.VTL0 and not access_vsm else _OK
+    return _OK
+
+
+# ---- get ----------------------------------------------------------------------------------------
+
+
+def get_vp_register(
+    vp: VpState, view: PartitionView, caller: Vtl, target: Vtl, name: int
+) -> tuple[HvStatus, int]:
+    """One element of HvCallGetVpRegisters: (status, value)."""
+    status = _access_rule(vp, view, caller, target, name, vp.config.access_vsm)
+    if status:
+        return status, 0
+    if name in _ARCH or name in _SYNIC or name in (Reg.APIC_BASE, Reg.VP_ASSIST_PAGE, Reg.VSM_VINA):
+        return _OK, vp.read(target, name)
+    vtl1 = view.vtl1
+    if name == Reg.VSM_CODE_PAGE_OFFSETS:
+        return _OK, VSM_CODE_PAGE_OFFSETS_VALUE
+    if name == Reg.VSM_CAPABILITIES:
+        return _OK, 0x2_0002 | int(vp.config.dr6_shared)
+    if name == Reg.VSM_PARTITION_STATUS:
+        if view.guest_vsm == GuestVsmState.NOT_PLATFORM_SUPPORTED:
+            return _OK, 0x1
+        if view.guest_vsm == GuestVsmState.NOT_GUEST_ENABLED or vtl1 is None:
+            return _OK, 0x1_0001
+        mbec_set = 0b11 if vtl1.mbec_enabled else 0
+        return _OK, 0b11 | (1 << 16) | (mbec_set << 20)
+    if name == Reg.VSM_VP_STATUS:
+        enabled = 0b11 if vp.vtl1 is not None else 0b01
+        mbec = vp.vtl1 is not None and vp.vtl1.vp_mbec_enabled
+        return _OK, int(caller) | (int(mbec) << 4) | (enabled << 16)
+    if name == Reg.VSM_PARTITION_CONFIG:
+        if view.guest_vsm != GuestVsmState.ENABLED or vtl1 is None:
+            return _OK, 0
+        return _OK, (
+            int(vtl1.protections_enabled)
+            | (vtl1.vtl0_default_protections << 1)
+            | (int(vtl1.zero_memory_on_reset) << 5)
+            | (int(vtl1.deny_lower_vtl_startup) << 6)
+        )
+    if name == Reg.VSM_VP_SECURE_CONFIG_VTL0:
+        if target <= Vtl.VTL0:
+            return _DENIED, 0
+        mbec = vtl1 is not None and vtl1.mbec_enabled
+        locked = vp.vtl1 is not None and vp.vtl1.tlb_locked
+        return _OK, int(mbec) | (int(locked) << 1)
+    if name in _CR_INTERCEPT:
+        state = vp.vtl1
+        if state is None:
+            return HvStatus.INVALID_VTL_STATE, 0
+        return _OK, {
+            Reg.CR_INTERCEPT_CONTROL: state.cr_intercept_control,
+            Reg.CR_INTERCEPT_CR0_MASK: state.cr0_mask,
+            Reg.CR_INTERCEPT_CR4_MASK: state.cr4_mask,
+            Reg.CR_INTERCEPT_IA32_MISC_ENABLE_MASK: state.misc_enable_mask,
+        }[name]
+    # PendingEvent0 (write-only), the validate-only and unsupported registers, unknown names.
+    return _PARAM, 0
+
+
+# ---- set ----------------------------------------------------------------------------------------
+
+
+def validate_cr0(value: int) -> int | None:
+    """SetVpRegisters CR0 rule: drop reserved low bits, refuse bad combinations, force ET."""
+    value &= ~X64_CR0_RSVDZ_MASK
+    if value >> 32 or (value & CR0_PG and not value & CR0_PE) or (value & CR0_NW and not value & CR0_CD):
+        return None
+    return value | CR0_ET
+
+
+def validate_cr4(value: int, vmx_cr4_fixed1: int) -> bool:
+    """SetVpRegisters CR4 rule, including the TDX apply step's allowed bits."""
+    return not value & X64_CR4_INVALID_MASK and not value & ~cr4_allowed_bits(vmx_cr4_fixed1)
+
+
+def validate_efer(value: int) -> bool:
+    """EFER rule on TDX: only 0xDD01 bits, no SVME/FFXSR, NXE mandatory."""
+    return not value & ~X64_EFER_VALID_MASK and not value & (EFER_SVME | EFER_FFXSR) and bool(value & EFER_NXE)
+
+
+def validate_context_value(name: int, value: int, vmx_cr4_fixed1: int) -> bool:
+    """Whether TDX ``set_registers`` accepts ``value`` for an initial-context register."""
+    if name == Reg.EFER:
+        return validate_efer(value)
+    if name == Reg.CR4:
+        return not value & ~cr4_allowed_bits(vmx_cr4_fixed1)
+    if name == Reg.PAT:
+        return all(((value >> (8 * i)) & 0xFF) in _PAT_TYPES for i in range(8))
+    return True
+
+
+def _validate_pending_event(value: int) -> bool:
+    if not value & 1:
+        return True
+    event_type = (value >> 1) & 0x7
+    deliver_error_code = bool(value & 0x100)
+    vector = (value >> 16) & 0xFFFF
+    if event_type != 0 or vector not in _PENDING_EVENT_VECTORS:
+        return False
+    return not (deliver_error_code and vector not in _ERROR_CODE_VECTORS)
+
+
+def _validate_value(vp: VpState, target: Vtl, name: int, value: int) -> HvStatus:
+    """DOMAIN 3.2: value validation before apply (InvalidRegisterValue on failure)."""
+    if name in (Reg.CR0, Reg.INTERMEDIATE_CR0):
+        return _OK if validate_cr0(value) is not None else _VALUE
+    if name in (Reg.CR4, Reg.INTERMEDIATE_CR4):
+        return _OK if validate_cr4(value, vp.config.vmx_cr4_fixed1) else _VALUE
+    if name == Reg.EFER:
+        return _OK if validate_efer(value) else _VALUE
+    if name in _CANONICAL_57 or name == Reg.INTERRUPT_SSP_TABLE_ADDR:
+        return _OK if is_canonical(value, 57) else _VALUE
+    if name == Reg.PAT:
+        return _OK if validate_context_value(Reg.PAT, value, 0) else _VALUE
+    if name == Reg.SFMASK:
+        return _VALUE if value >> 32 else _OK
+    if name == Reg.XSS:
+        return _VALUE if value & ~(vp.config.xss_supported & 0x1C00) else _OK
+    if name in (Reg.PL0_SSP, Reg.PL1_SSP, Reg.PL2_SSP, Reg.PL3_SSP):
+        return _OK if not value & 3 and is_canonical(value, 57) else _VALUE
+    if name in (Reg.FS, Reg.GS):
+        la57 = vp.read(target, Reg.EFER) & EFER_LMA and vp.read(target, Reg.CR4) & CR4_LA57
+        return _OK if is_canonical(segment_base(value), 57 if la57 else 48) else _VALUE
+    if name == Reg.PENDING_EVENT0:
+        return _OK if _validate_pending_event(value) else _VALUE
+    if name == Reg.VP_ASSIST_PAGE:
+        return _VALUE if value & 0xFFE else _OK
+    return _OK
+
+
+def set_vp_register(
+    vp: VpState, view: PartitionView, caller: Vtl, target: Vtl, name: int, value: int
+) -> HvStatus | WriteVsmPartitionConfig:
+    """One element of HvCallSetVpRegisters: a status, or a request for the supervisor."""
+    status = _access_rule(vp, view, caller, target, name, vp.config.access_vsm)
+    if status:
+        return status
+    if name not in _WIDE:
+        value &= U64_MASK
+    status = _validate_value(vp, target, name, value)
+    if status:
+        return status
+    if name in _ARCH_SETTABLE:
+        if name == Reg.CR0:
+            value = validate_cr0(value) or 0  # validated above: never None here
+        elif name == Reg.CR8:
+            value &= 0xF  # written to the APIC TPR as value << 4
+        vp.stage(target, name, value)
+        return _OK
+    if name in _SYNIC:
+        if name == Reg.SVERSION:
+            return _PARAM
+        vp.stage(target, name, value)
+        if name == Reg.EOM:
+            vp.vtls[target].sint0_message = None  # end of message: the SINT0 slot is free
+        return _OK
+    if name == Reg.VP_ASSIST_PAGE:
+        vp.stage(target, name, value)
+        return _OK
+    if name == Reg.APIC_BASE:
+        return _OK if value == vp.read(target, Reg.APIC_BASE) else _PARAM
+    if name == Reg.VSM_VINA:
+        if value >> 11:
+            return _PARAM
+        vp.stage(target, name, value)
+        return _OK
+    if name == Reg.PENDING_EVENT0:
+        if target != Vtl.VTL0 or vp.vtl1 is None:
+            return _DENIED
+        vp.vtl1.pending_event = value if value & 1 else None
+        return _OK
+    if name == Reg.VSM_PARTITION_CONFIG:
+        return WriteVsmPartitionConfig(vp_index=vp.index, value=value)
+    if name == Reg.VSM_VP_SECURE_CONFIG_VTL0:
+        return _set_vp_secure_config(vp, view, target, value)
+    if name in _CR_INTERCEPT:
+        return _set_cr_intercept(vp, name, value)
+    # Not settable: other architectural registers, the validate-only ones, status registers,
+    # VsmCodePageOffsets, unsupported and unknown names.
+    return _PARAM
+
+
+def _set_vp_secure_config(vp: VpState, view: PartitionView, target: Vtl, value: int) -> HvStatus:
+    """DOMAIN 3.5: the requesting VTL is the hypercall's target VTL (Appendix B item 6)."""
+    if target <= Vtl.VTL0:
+        return _DENIED
+    config = VsmVpSecureVtlConfig.from_bits(value)
+    if config.supervisor_shadow_stack_enabled or config.hardware_hvpt_enabled:
+        return _VALUE
+    vtl1 = view.vtl1
+    if view.guest_vsm != GuestVsmState.ENABLED or vtl1 is None:
+        return HvStatus.INVALID_VTL_STATE
+    if config.mbec_enabled != vtl1.mbec_enabled:
+        return _VALUE
+    state = vp.vtl1
+    if state is None:
+        return HvStatus.INVALID_VTL_STATE
+    state.tlb_locked = config.tlb_locked
+    state.vp_mbec_enabled = config.mbec_enabled
+    return _OK
+
+
+def _set_cr_intercept(vp: VpState, name: int, value: int) -> HvStatus:
+    """CrInterceptControl registers VTL0's VMCS with the masks current now (DOMAIN 3.8)."""
+    state = vp.vtl1
+    if state is None:
+        return HvStatus.INVALID_VTL_STATE
+    if name == Reg.CR_INTERCEPT_CONTROL:
+        if value & ~CrInterceptControl.SUPPORTED:
+            return _VALUE
+        control = CrInterceptControl.from_bits(value)
+        vp.stage_registration(
+            CrRegistration(
+                cr0_mask=state.cr0_mask if control.cr0_write else 0,
+                cr4_mask=state.cr4_mask if control.cr4_write else 0,
+                descriptor_table_exiting=(
+                    control.gdtr_write or control.idtr_write or control.ldtr_write or control.tr_write
+                ),
+                intercept_s_cet=control.msr_scet_write,
+                intercept_pls_ssp=control.msr_pls_ssp_write,
+            )
+        )
+        state.cr_intercept_control = value
+    elif name == Reg.CR_INTERCEPT_CR0_MASK:
+        state.cr0_mask = value
+    elif name == Reg.CR_INTERCEPT_CR4_MASK:
+        state.cr4_mask = value
+    else:
+        state.misc_enable_mask = value
+    return _OK

@@ -1,0 +1,252 @@
+"""Hypercall handlers of one VP: (VP state, partition view, action) -> outcome (DOMAIN 3).
+
+Handlers are synchronous. The few that change partition-wide state are generators: they yield a
+``SupervisorRequest`` and are resumed with the supervisor's status, so the VP actor reaches the
+supervisor only by message and the handler still reads top to bottom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Final, TypeAlias
+
+from protocol import (
+    HV_PARTITION_ID_SELF,
+    HV_VP_INDEX_SELF,
+    EnablePartitionVtl,
+    EnableVpVtl,
+    ExceptionInjected,
+    GetVpRegisters,
+    Hypercall,
+    HypercallCode,
+    HypercallResult,
+    HvStatus,
+    HvVtlEntryReason,
+    SetVpRegisters,
+    StartVirtualProcessor,
+    Vtl,
+    VtlCall,
+    VtlReturn,
+    VtlSwitched,
+)
+from protocol import HvRegisterName as Reg
+from protocol._x86 import CR0_PE, EFER_LMA, U64_MASK, VMCALL_LENGTH, ExceptionVector
+
+from ._access import get_vp_register, set_vp_register
+from ._errors import UnsupportedAction
+from ._state import VpState
+from ._vsm import (
+    EnablePartitionVtlRequest,
+    EnableVpVtlRequest,
+    PartitionView,
+    StartVpRequest,
+    SupervisorRequest,
+)
+
+__all__ = ("Handler", "Pending", "cpl", "handle_hypercall", "long_mode")
+
+ViewSource: TypeAlias = Callable[[], PartitionView]
+Pending: TypeAlias = Generator[SupervisorRequest, HvStatus, HypercallResult]
+Handler: TypeAlias = HypercallResult | ExceptionInjected | VtlSwitched | Pending
+
+_UD: Final = ExceptionInjected(vector=ExceptionVector.UD)
+_GP0: Final = ExceptionInjected(vector=ExceptionVector.GP, error_code=0)
+_VINA_AUTO_RESET: Final = 1 << 9
+
+
+def long_mode(vp: VpState, vtl: int) -> bool:
+    """The 64-bit hypercall ABI: CR0.PE and EFER.LMA of ``vtl`` (TDX ``long_mode``)."""
+    return bool(vp.read(vtl, Reg.CR0) & CR0_PE and vp.read(vtl, Reg.EFER) & EFER_LMA)
+
+
+def cpl(vp: VpState, vtl: int) -> int:
+    """Current privilege level of ``vtl``: SS.DPL in protected mode, 0 in real mode."""
+    if not vp.read(vtl, Reg.CR0) & CR0_PE:
+        return 0
+    return (vp.read(vtl, Reg.SS) >> 117) & 3
+
+
+def _complete(vp: VpState, caller: Vtl, result: HypercallResult) -> HypercallResult:
+    """Write the hypercall result (RAX, or EDX:EAX in 32-bit mode) and advance RIP by 3."""
+    output = int(result.status) | (result.reps_completed << 32)
+    if long_mode(vp, caller):
+        vp.stage(caller, Reg.RAX, output)
+    else:
+        vp.stage(caller, Reg.RAX, (vp.read(caller, Reg.RAX) & ~0xFFFF_FFFF) | (output & 0xFFFF_FFFF))
+        vp.stage(caller, Reg.RDX, (vp.read(caller, Reg.RDX) & ~0xFFFF_FFFF) | (output >> 32))
+    vp.stage(caller, Reg.RIP, (vp.read(caller, Reg.RIP) + VMCALL_LENGTH) & U64_MASK)
+    return result
+
+
+def _status(status: HvStatus, reps: int = 0) -> HypercallResult:
+    return HypercallResult(status=status, reps_completed=reps)
+
+
+def _target_vtl(caller: Vtl, target_vtl: int | None) -> int:
+    return caller if target_vtl is None else target_vtl
+
+
+# ---- register hypercalls ------------------------------------------------------------------------
+
+
+def get_vp_registers(vp: VpState, view: PartitionView, caller: Vtl, action: GetVpRegisters) -> HypercallResult:
+    """HvCallGetVpRegisters (DOMAIN 3.1, 3.12): wrong VP index -> AccessDenied (quirk 1)."""
+    count = len(action.names)
+    if count == 0 or action.rep_start >= count:
+        return _status(HvStatus.INVALID_HYPERCALL_INPUT)
+    target = _target_vtl(caller, action.target_vtl)
+    if target > Vtl.VTL2:
+        return _status(HvStatus.INVALID_PARAMETER)
+    if action.partition_id != HV_PARTITION_ID_SELF:
+        return _status(HvStatus.ACCESS_DENIED)
+    if action.vp_index not in (HV_VP_INDEX_SELF, vp.index):
+        return _status(HvStatus.ACCESS_DENIED)
+    if target > caller:
+        return _status(HvStatus.ACCESS_DENIED)
+    values: list[int] = []
+    target_vtl = Vtl(target)
+    for i in range(action.rep_start, count):
+        status, value = get_vp_register(vp, view, caller, target_vtl, action.names[i])
+        if status:
+            return HypercallResult(status=status, reps_completed=i, values=values)
+        values.append(value)
+    return HypercallResult(status=HvStatus.SUCCESS, reps_completed=count, values=values)
+
+
+def set_vp_registers(vp: VpState, view: ViewSource, caller: Vtl, action: SetVpRegisters) -> Pending:
+    """HvCallSetVpRegisters (DOMAIN 3.1, 3.2, 3.12): the applied prefix stays applied."""
+    count = len(action.registers)
+    if count == 0 or action.rep_start >= count:
+        return _status(HvStatus.INVALID_HYPERCALL_INPUT)
+    target = _target_vtl(caller, action.target_vtl)
+    if target > Vtl.VTL2:
+        return _status(HvStatus.INVALID_PARAMETER)
+    if action.partition_id != HV_PARTITION_ID_SELF:
+        return _status(HvStatus.ACCESS_DENIED)
+    if action.vp_index not in (HV_VP_INDEX_SELF, vp.index):
+        return _status(HvStatus.INVALID_VP_INDEX)
+    if target > caller:
+        return _status(HvStatus.ACCESS_DENIED)
+    target_vtl = Vtl(target)
+    for i in range(action.rep_start, count):
+        element = action.registers[i]
+        outcome = set_vp_register(vp, view(), caller, target_vtl, element.name, element.value)
+        status = outcome if isinstance(outcome, HvStatus) else (yield outcome)
+        if status:
+            return _status(status, i)
+    return _status(HvStatus.SUCCESS, count)
+
+
+# ---- VTL enablement ---------------------------------------------------------------------------
+
+
+def enable_partition_vtl(vp: VpState, caller: Vtl, action: EnablePartitionVtl) -> Pending:
+    """HvCallEnablePartitionVtl: partition-wide, so the supervisor decides."""
+    status = yield EnablePartitionVtlRequest(vp_index=vp.index, caller=caller, action=action)
+    return _status(status)
+
+
+def enable_vp_vtl(vp: VpState, caller: Vtl, action: EnableVpVtl) -> Pending:
+    """HvCallEnableVpVtl: the supervisor decides; the context loads on the target VP later."""
+    status = yield EnableVpVtlRequest(vp_index=vp.index, caller=caller, action=action)
+    return _status(status)
+
+
+def start_virtual_processor(vp: VpState, caller: Vtl, action: StartVirtualProcessor) -> Pending:
+    """HvCallStartVirtualProcessor: the supervisor decides; the target loads the context."""
+    status = yield StartVpRequest(vp_index=vp.index, caller=caller, action=action)
+    return _status(status)
+
+
+# ---- VTL call and return (DOMAIN 3.7) -----------------------------------------------------------
+
+
+def vtl_call(vp: VpState, caller: Vtl, action: VtlCall) -> VtlSwitched | ExceptionInjected:
+    """HvCallVtlCall: #UD unless plain control, input 0, from VTL0, with VTL1 on this VP."""
+    if action.control_flags or action.input or caller != Vtl.VTL0 or vp.vtl1 is None:
+        return _UD
+    vp.stage(Vtl.VTL0, Reg.RIP, (vp.read(Vtl.VTL0, Reg.RIP) + VMCALL_LENGTH) & U64_MASK)
+    vp.active_vtl = Vtl.VTL1
+    vp.vtls[Vtl.VTL1].entry_reason = HvVtlEntryReason.VTL_CALL
+    return VtlSwitched(to_vtl=Vtl.VTL1, entry_reason=HvVtlEntryReason.VTL_CALL)
+
+
+def vtl_return(vp: VpState, caller: Vtl, action: VtlReturn) -> VtlSwitched | ExceptionInjected:
+    """HvCallVtlReturn: #UD unless plain control, input in {0, 1}, from VTL1."""
+    rax = action.effective_input
+    if action.control_flags or rax >> 1 or caller == Vtl.VTL0:
+        return _UD
+    vtl1 = vp.vtls[Vtl.VTL1]
+    vp.stage(Vtl.VTL1, Reg.RIP, (vp.read(Vtl.VTL1, Reg.RIP) + VMCALL_LENGTH) & U64_MASK)
+    if vp.vtl1 is not None:
+        vp.vtl1.tlb_locked = False  # every TLB lock VTL1 holds on this VP is released
+    if vp.read(Vtl.VTL1, Reg.VSM_VINA) & _VINA_AUTO_RESET:
+        # OpenHCL resets VinaAsserted on return, not on next entry (Appendix B item 10).
+        vtl1.vina_asserted = False
+    vp.active_vtl = Vtl.VTL0
+    if not rax & 1:
+        vp.stage(Vtl.VTL0, Reg.RAX, vtl1.return_rax)
+        vp.stage(Vtl.VTL0, Reg.RCX, vtl1.return_rcx)
+    return VtlSwitched(to_vtl=Vtl.VTL0, entry_reason=HvVtlEntryReason.RESERVED)
+
+
+# ---- dispatch -----------------------------------------------------------------------------------
+
+_DISPATCHED: Final = frozenset(HypercallCode)
+_ACTION_CODES: Final = {
+    HypercallCode.ENABLE_PARTITION_VTL: "EnablePartitionVtl",
+    HypercallCode.ENABLE_VP_VTL: "EnableVpVtl",
+    HypercallCode.START_VIRTUAL_PROCESSOR: "StartVirtualProcessor",
+    HypercallCode.GET_VP_REGISTERS: "GetVpRegisters",
+    HypercallCode.SET_VP_REGISTERS: "SetVpRegisters",
+    HypercallCode.MODIFY_VTL_PROTECTION_MASK: "ModifyVtlProtectionMask",
+    HypercallCode.VTL_CALL: "VtlCall",
+    HypercallCode.VTL_RETURN: "VtlReturn",
+}
+
+
+def _with_completion(vp: VpState, caller: Vtl, pending: Pending) -> Pending:
+    result = yield from pending
+    return _complete(vp, caller, result)
+
+
+def handle_hypercall(
+    vp: VpState,
+    view: ViewSource,
+    action: EnablePartitionVtl
+    | EnableVpVtl
+    | StartVirtualProcessor
+    | GetVpRegisters
+    | SetVpRegisters
+    | VtlCall
+    | VtlReturn
+    | Hypercall,
+) -> Handler:
+    """Run one hypercall in the VP's active VTL (VMCALL at CPL > 0 gets #GP first)."""
+    caller = vp.active_vtl
+    if cpl(vp, caller) != 0:
+        return _GP0
+    match action:
+        case GetVpRegisters():
+            return _complete(vp, caller, get_vp_registers(vp, view(), caller, action))
+        case SetVpRegisters():
+            return _with_completion(vp, caller, set_vp_registers(vp, view, caller, action))
+        case VtlCall():
+            return vtl_call(vp, caller, action)
+        case VtlReturn():
+            return vtl_return(vp, caller, action)
+        case EnablePartitionVtl():
+            return _with_completion(vp, caller, enable_partition_vtl(vp, caller, action))
+        case EnableVpVtl():
+            return _with_completion(vp, caller, enable_vp_vtl(vp, caller, action))
+        case StartVirtualProcessor():
+            return _with_completion(vp, caller, start_virtual_processor(vp, caller, action))
+        case Hypercall():
+            if action.code not in _DISPATCHED:
+                return _complete(vp, caller, _status(HvStatus.INVALID_HYPERCALL_CODE))
+            code = HypercallCode(action.code)
+            if code in _ACTION_CODES:
+                msg = f"Hypercall(code={code.name}) on vp {vp.index} ({caller.name}): use the {_ACTION_CODES[code]} action"
+                raise ValueError(msg)
+            msg = f"{code.name} is dispatched by OpenHCL but not modelled (vp {vp.index}, {caller.name})"
+            raise UnsupportedAction(msg)

@@ -1,0 +1,218 @@
+"""The VP actor: one virtual processor's state and the step that runs one guest action on it.
+
+The actor is driven by the runtime's scheduler, one message at a time: a guest action, an
+inspection, or a control message from the partition supervisor. Control messages (context
+loads from EnableVpVtl and StartVirtualProcessor) are applied before the VP next runs guest code,
+as OpenHCL processes wake reasons before re-entering the guest.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from protocol import (
+    EnablePartitionVtl,
+    EnableVpVtl,
+    GetVpRegisters,
+    Hypercall,
+    InterceptMessage,
+    LoadTableRegister,
+    MemoryAccess,
+    ModifyVtlProtectionMask,
+    MovToCr,
+    Rdmsr,
+    SetVpRegisters,
+    StartVirtualProcessor,
+    Vtl,
+    VtlCall,
+    VtlReturn,
+    WriteVtlControl,
+    Wrmsr,
+    Xsetbv,
+)
+from protocol import Action as GuestAction
+from protocol import HvRegisterName as Reg
+
+from ._access import validate_context_value
+from ._config import PartitionConfig
+from ._errors import UnsupportedAction, VpFailed, VpNotRunning
+from ._hypercalls import Handler, handle_hypercall
+from ._instructions import mov_to_cr, rdmsr, write_vtl_control, wrmsr
+from ._registers import PRIVATE_RESET, SHARED_RESET
+from ._state import GuestVsmVpState, VpState
+from ._tdx import TdxL2State
+from ._vsm import LoadVtlContext, PartitionView, VpControl
+
+__all__ = ("VpActor", "VpStatistics")
+
+_CONTEXT_CHECKED = (Reg.EFER, Reg.CR4, Reg.PAT)
+
+
+class VpStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of one VP actor."""
+
+    vp_index: int
+    active_vtl: Vtl
+    running: bool
+    failed: bool
+    actions: int
+    vtl_switches: int
+    commits: int
+    vmcs_writes: int
+    staged_updates: int
+
+
+class VpActor:
+    """One vCPU: owns a ``VpState`` and runs guest actions in its active VTL."""
+
+    __slots__ = ("_controls", "_view", "actions", "state", "vtl_switches")
+
+    def __init__(self, index: int, config: PartitionConfig, view: Callable[[], PartitionView]) -> None:
+        self.state = VpState(index, config)
+        self._view = view
+        # Bounded by construction: each VP can be enabled once and started once.
+        self._controls: deque[VpControl] = deque(maxlen=4)
+        self.actions = 0
+        self.vtl_switches = 0
+
+    def __repr__(self) -> str:
+        st = self.state
+        status = "FAILED" if st.failure else "RUNNING" if st.running else "STOPPED"
+        return f"<VpActor vp={st.index} vtl={st.active_vtl.name} {status} actions={self.actions}>"
+
+    # ---- messages from the supervisor -----------------------------------------------------------
+
+    def deliver(self, control: VpControl) -> None:
+        """Queue a control message; it is applied before this VP next runs or is inspected."""
+        self._controls.append(control)
+
+    @property
+    def has_controls(self) -> bool:
+        """True when control messages wait to be applied."""
+        return bool(self._controls)
+
+    def apply_controls(self) -> None:
+        """Apply pending control messages in arrival order (VTL1 before VTL0 within a wake)."""
+        while self._controls:
+            self._apply(self._controls.popleft())
+
+    def _apply(self, control: LoadVtlContext) -> None:
+        st = self.state
+        if st.failure:
+            return
+        context = control.context
+        values = {Reg.EFER: context.efer, Reg.CR4: context.cr4, Reg.PAT: context.msr_cr_pat}
+        fixed1 = st.config.vmx_cr4_fixed1
+        bad = [Reg(n).name for n in _CONTEXT_CHECKED if not validate_context_value(n, values[n], fixed1)]
+        if bad:
+            # OpenHCL unwraps the set_registers result on the target VP: a fatal VP error.
+            st.failure = (
+                f"vp {st.index}: invalid initial {control.vtl.name} context "
+                f"({', '.join(bad)} rejected by TDX set_registers)"
+            )
+            return
+        if control.vtl == Vtl.VTL1 and st.vtl1 is None:
+            st.vtl1 = GuestVsmVpState()
+        st.load_context(control.vtl, context)
+        if control.start:
+            st.running = True
+            if control.vtl == Vtl.VTL1 or st.vtl1 is not None:
+                st.active_vtl = Vtl.VTL1  # VTL1 runs first where it is enabled
+
+    # ---- guest actions --------------------------------------------------------------------------
+
+    def check_runnable(self) -> None:
+        """Raise unless this VP can run a guest action now."""
+        st = self.state
+        if st.failure:
+            raise VpFailed(st.failure)
+        if not st.running:
+            msg = f"vp {st.index} ({st.active_vtl.name}) is not running: start it with StartVirtualProcessor"
+            raise VpNotRunning(msg)
+
+    def execute(self, action: GuestAction) -> Handler:
+        """Run one guest action in the active VTL; may return a generator for the supervisor."""
+        if self._controls:
+            self.apply_controls()
+        self.check_runnable()
+        st = self.state
+        vtl = st.active_vtl
+        if st.vtls[vtl].staged_updates:
+            st.commit(vtl)  # commit point: VTL entry
+        self.actions += 1
+        match action:
+            case (
+                GetVpRegisters()
+                | SetVpRegisters()
+                | VtlCall()
+                | VtlReturn()
+                | EnablePartitionVtl()
+                | EnableVpVtl()
+                | StartVirtualProcessor()
+                | Hypercall()
+            ):
+                result = handle_hypercall(st, self._view, action)
+                if st.active_vtl != vtl:
+                    self.vtl_switches += 1
+                return result
+            case Rdmsr():
+                return rdmsr(st, action)
+            case Wrmsr():
+                return wrmsr(st, action)
+            case MovToCr():
+                return mov_to_cr(st, action)
+            case WriteVtlControl():
+                return write_vtl_control(st, action)
+            case ModifyVtlProtectionMask() | Xsetbv() | LoadTableRegister() | MemoryAccess():
+                msg = f"{type(action).__name__} is not modelled yet (vp {st.index}, {vtl.name})"
+                raise UnsupportedAction(msg)
+            case _:
+                msg = f"vp {st.index} ({vtl.name}): not a guest action: {action!r}"
+                raise TypeError(msg)
+
+    # ---- inspection (simulator-side, never guest-visible) -----------------------------------------
+
+    def _prepare_inspection(self, vtl: Vtl) -> None:
+        if self._controls:
+            self.apply_controls()
+        self.state.commit(vtl)  # commit point: inspection
+
+    def registers(self, vtl: Vtl, names: Iterable[int]) -> dict[Reg, int]:
+        """Committed register values of ``vtl`` (commits pending updates first)."""
+        self._prepare_inspection(vtl)
+        st = self.state
+        result: dict[Reg, int] = {}
+        for name in names:
+            if name not in SHARED_RESET and name not in PRIVATE_RESET:
+                msg = f"vp {st.index} ({vtl.name}): register {name!r} is not held in a register file"
+                raise ValueError(msg)
+            result[Reg(name)] = st.read(vtl, name)
+        return result
+
+    def tdx_state(self, vtl: Vtl) -> TdxL2State:
+        """The committed derived TDX L2 state of ``vtl``."""
+        self._prepare_inspection(vtl)
+        return self.state.tdx_state(vtl)
+
+    def sint0_message(self, vtl: Vtl) -> InterceptMessage | None:
+        """The message in ``vtl``'s SynIC SINT0 slot."""
+        self._prepare_inspection(vtl)
+        return self.state.vtls[vtl].sint0_message
+
+    def statistics(self) -> VpStatistics:
+        """Counters; does not commit."""
+        st = self.state
+        return VpStatistics(
+            vp_index=st.index,
+            active_vtl=st.active_vtl,
+            running=st.running,
+            failed=st.failure is not None,
+            actions=self.actions,
+            vtl_switches=self.vtl_switches,
+            commits=sum(v.commits for v in st.vtls),
+            vmcs_writes=sum(v.vmcs_writes for v in st.vtls),
+            staged_updates=sum(v.staged_updates for v in st.vtls),
+        )

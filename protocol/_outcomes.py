@@ -1,0 +1,94 @@
+"""Outcomes of guest actions, and the intercept messages VTL1 receives in its SINT0 slot."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+from ._base import U8, U16, U32, U64, U128, Msg, check_width
+from ._hv import HvStatus, Vtl
+
+__all__ = (
+    "Completed",
+    "ExceptionInjected",
+    "HypercallResult",
+    "InterceptMessage",
+    "Intercepted",
+    "Outcome",
+    "VtlSwitched",
+)
+
+
+class HypercallResult(Msg, tag=True, frozen=True):
+    """A hypercall that returned a status; ``values`` is GetVpRegisters' completed prefix."""
+
+    status: HvStatus
+    reps_completed: U16 = 0
+    values: list[U128] = []
+
+    def __post_init__(self) -> None:
+        for value in self.values:
+            check_width("HypercallResult", "values[]", value, 128)
+
+
+class ExceptionInjected(Msg, tag=True, frozen=True):
+    """An exception injected into the acting VTL (#UD, #GP ...); nothing else changed."""
+
+    vector: U8
+    error_code: U32 | None = None
+
+
+class VtlSwitched(Msg, tag=True, frozen=True):
+    """A VTL call (to VTL1, entry reason 1) or a VTL return (to VTL0)."""
+
+    to_vtl: Vtl
+    entry_reason: U32 = 0
+
+
+class InterceptMessage(Msg, tag=True, frozen=True):
+    """A secure intercept message (HvX64InterceptMessageHeader plus its payload).
+
+    ``rip`` is the faulting instruction (not advanced). Per type, ``register_name`` and
+    ``value`` (register intercept), ``msr``, ``rax`` and ``rdx`` (MSR intercept) or ``gpa``
+    (GPA intercept) are set; the others are None.
+    """
+
+    message_type: U32
+    vp_index: U32
+    instruction_length: U8
+    access_type: U8
+    rip: U64
+    rflags: U64
+    execution_state: U16 = 0
+    register_name: U32 | None = None
+    value: U128 | None = None
+    msr: U32 | None = None
+    rax: U64 | None = None
+    rdx: U64 | None = None
+    gpa: U64 | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rip", "rflags", "rax", "rdx", "gpa"):
+            value = getattr(self, name)
+            if value is not None:
+                check_width("InterceptMessage", name, value, 64)
+        if self.value is not None:
+            check_width("InterceptMessage", "value", self.value, 128)
+
+
+class Intercepted(Msg, tag=True, frozen=True):
+    """A VTL0 action hit a secure intercept: not applied; VTL1 is active with the message."""
+
+    message: InterceptMessage
+
+
+class Completed(Msg, tag=True, frozen=True):
+    """An instruction completed; ``value`` is what an Rdmsr read."""
+
+    value: U64 | None = None
+
+    def __post_init__(self) -> None:
+        if self.value is not None:
+            check_width("Completed", "value", self.value, 64)
+
+
+Outcome: TypeAlias = HypercallResult | ExceptionInjected | VtlSwitched | Intercepted | Completed

@@ -1,0 +1,275 @@
+"""``open_runtime``: the host of many simulated partitions, and the handles users hold.
+
+The runtime owns one task group; every task it starts (the scheduler's runner and flusher) ends
+when the ``async with`` block exits, and every partition is stopped then.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import anyio
+import msgspec
+
+from actors import PartitionConfig, SupervisorStatistics, TdxL2State, VpActor, VpStatistics
+from protocol import Action, InterceptMessage, Outcome, Vtl
+from protocol import HvRegisterName as Reg
+
+from ._mailbox import current_backend
+from ._scheduler import BatchingScheduler, PartitionCells, SchedulerStatistics, VpCell
+
+__all__ = ("Partition", "PartitionStatistics", "Runtime", "RuntimeStatistics", "Vp", "open_runtime")
+
+ClockKind = Literal["real", "virtual"]
+
+
+class PartitionStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of one partition: its supervisor and every VP."""
+
+    supervisor: SupervisorStatistics
+    vps: list[VpStatistics]
+    mailbox_high_water: int
+
+
+class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of the whole runtime."""
+
+    partitions: int
+    vps: int
+    scheduler: SchedulerStatistics
+
+
+class Vp:
+    """A handle on one VP actor: cheap to make, no task of its own.
+
+    ``execute`` and the inspection methods are checkpoints; each waits for its reply.
+    """
+
+    __slots__ = ("_cell", "_scheduler")
+
+    def __init__(self, scheduler: BatchingScheduler, cell: VpCell) -> None:
+        self._scheduler = scheduler
+        self._cell = cell
+
+    def __repr__(self) -> str:
+        return f"<Vp {self._cell.actor!r}>"
+
+    @property
+    def index(self) -> int:
+        """This VP's index in its partition."""
+        return self._cell.actor.state.index
+
+    @property
+    def active_vtl(self) -> Vtl:
+        """The VTL the guest on this VP is running in now."""
+        return self._cell.actor.state.active_vtl
+
+    async def execute(self, action: Action) -> Outcome:
+        """The guest on this VP performs ``action`` in its active VTL; returns the outcome.
+
+        Raises:
+            VpNotRunning: the VP has not been started.
+            VpFailed: the VP hit a fatal error (an invalid initial context).
+            Busy: the VP's mailbox is full.
+            anyio.ClosedResourceError: the partition or runtime is stopped.
+        """
+        slot = self._scheduler.backend.slot()
+        self._scheduler.post_action(self._cell, action, slot)
+        result: Outcome = await slot.wait()
+        return result
+
+    async def _inspect(self, inspect: object) -> object:
+        slot = self._scheduler.backend.slot()
+        self._scheduler.post_inspection(self._cell, inspect, slot)  # type: ignore[arg-type]
+        return await slot.wait()
+
+    async def registers(self, vtl: Vtl, names: Iterable[Reg]) -> dict[Reg, int]:
+        """Committed values of ``names`` in ``vtl`` (waits for pending updates to commit)."""
+        wanted = list(names)
+        vtl = _check_vtl(vtl, self)
+
+        def inspect(actor: VpActor) -> dict[Reg, int]:
+            return actor.registers(vtl, wanted)
+
+        result: dict[Reg, int] = await self._inspect(inspect)  # type: ignore[assignment]
+        return result
+
+    async def tdx_state(self, vtl: Vtl) -> TdxL2State:
+        """The committed derived TDX L2 state of ``vtl``."""
+        vtl = _check_vtl(vtl, self)
+
+        def inspect(actor: VpActor) -> TdxL2State:
+            return actor.tdx_state(vtl)
+
+        result: TdxL2State = await self._inspect(inspect)  # type: ignore[assignment]
+        return result
+
+    async def sint0_message(self, vtl: Vtl) -> InterceptMessage | None:
+        """The intercept message in ``vtl``'s SynIC SINT0 slot, if any."""
+        vtl = _check_vtl(vtl, self)
+
+        def inspect(actor: VpActor) -> InterceptMessage | None:
+            return actor.sint0_message(vtl)
+
+        result: InterceptMessage | None = await self._inspect(inspect)  # type: ignore[assignment]
+        return result
+
+    def statistics(self) -> VpStatistics:
+        """Counters of this VP (no commit, no wait)."""
+        return self._cell.actor.statistics()
+
+
+def _check_vtl(vtl: object, vp: Vp) -> Vtl:
+    if vtl not in (Vtl.VTL0, Vtl.VTL1) or isinstance(vtl, bool):
+        msg = f"vp {vp.index}: inspection needs Vtl.VTL0 or Vtl.VTL1, got {vtl!r}"
+        raise ValueError(msg)
+    return Vtl(vtl)  # type: ignore[arg-type]  # checked just above
+
+
+class Partition:
+    """A simulated TDX partition: a supervisor and ``vp_count`` VP actors."""
+
+    __slots__ = ("_cells", "_scheduler")
+
+    def __init__(self, scheduler: BatchingScheduler, cells: PartitionCells) -> None:
+        self._scheduler = scheduler
+        self._cells = cells
+
+    def __repr__(self) -> str:
+        state = "STOPPED" if self._cells.stopped else "RUNNING"
+        return f"<Partition id={self.partition_id} vps={self.vp_count} {state}>"
+
+    @property
+    def partition_id(self) -> int:
+        """Runtime-unique id of this partition."""
+        return self._cells.partition_id
+
+    @property
+    def vp_count(self) -> int:
+        """Number of VPs."""
+        return self._cells.config.vp_count
+
+    @property
+    def config(self) -> PartitionConfig:
+        """The configuration this partition was created with."""
+        return self._cells.config
+
+    def vp(self, index: int) -> Vp:
+        """A handle on VP ``index``."""
+        if not isinstance(index, int) or not 0 <= index < self.vp_count:
+            msg = f"partition {self.partition_id}: vp index {index!r} out of range 0..{self.vp_count - 1}"
+            raise ValueError(msg)
+        return Vp(self._scheduler, self._cells.cells[index])
+
+    def statistics(self) -> PartitionStatistics:
+        """Counters of the supervisor and every VP."""
+        cells = self._cells
+        return PartitionStatistics(
+            supervisor=cells.supervisor.statistics(),
+            vps=[cell.actor.statistics() for cell in cells.cells],
+            mailbox_high_water=max(cell.mailbox.high_water for cell in cells.cells),
+        )
+
+    async def stop(self) -> None:
+        """Stop every actor; waiting callers get ``anyio.ClosedResourceError``."""
+        if not self._cells.stopped:
+            error = anyio.ClosedResourceError(f"partition {self.partition_id} was stopped")
+            self._scheduler.stop_partition(self._cells, error)
+        await anyio.lowlevel.checkpoint()
+
+
+class Runtime:
+    """Hosts partitions; made by ``open_runtime``."""
+
+    def __init__(self, scheduler: BatchingScheduler, *, seed: int | None, clock: ClockKind) -> None:
+        self._scheduler = scheduler
+        self._partitions: dict[int, Partition] = {}
+        self._ids = itertools.count()
+        self.seed = seed
+        self.clock = clock
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<Runtime backend={self._scheduler.backend.name} partitions={len(self._partitions)}>"
+
+    @property
+    def backend(self) -> str:
+        """``"asyncio"`` or ``"trio"``."""
+        return self._scheduler.backend.name
+
+    async def create_partition(self, **config: object) -> Partition:
+        """Create a partition from ``PartitionConfig`` keywords; VP 0 runs from creation.
+
+        Raises:
+            ValueError: a bad configuration value (the message names the field).
+            TypeError: an unknown keyword.
+        """
+        if self.closed:
+            msg = "create_partition failed: the runtime is closed"
+            raise anyio.ClosedResourceError(msg)
+        partition_config = PartitionConfig(**config)  # type: ignore[arg-type]  # validated in __post_init__
+        cells = PartitionCells(next(self._ids), partition_config, self._scheduler)
+        partition = Partition(self._scheduler, cells)
+        self._partitions[cells.partition_id] = partition
+        await anyio.lowlevel.checkpoint()
+        return partition
+
+    @property
+    def partitions(self) -> list[Partition]:
+        """Every partition created so far."""
+        return list(self._partitions.values())
+
+    def statistics(self) -> RuntimeStatistics:
+        """Counters of the runtime."""
+        return RuntimeStatistics(
+            partitions=len(self._partitions),
+            vps=sum(p.vp_count for p in self._partitions.values()),
+            scheduler=self._scheduler.statistics(),
+        )
+
+    def _close(self) -> None:
+        self.closed = True
+        for partition in self._partitions.values():
+            if not partition._cells.stopped:  # noqa: SLF001  # the runtime owns its partitions
+                error = anyio.ClosedResourceError("the runtime was closed")
+                self._scheduler.stop_partition(partition._cells, error)  # noqa: SLF001
+
+
+@asynccontextmanager
+async def open_runtime(
+    *,
+    seed: int | None = None,
+    clock: ClockKind = "real",
+    mailbox_capacity: int = 1024,
+    check_invariants: bool = False,
+) -> AsyncIterator[Runtime]:
+    """Open a runtime; on exit every partition is stopped and every task it started has ended.
+
+    Args:
+        seed: seed of the workloads' random choices (the same seed gives the same run).
+        clock: ``"real"`` or ``"virtual"`` time for batch windows and measurements.
+        mailbox_capacity: bound of each VP's mailbox; a full one raises ``Busy``.
+        check_invariants: check DOMAIN section 5's invariants after every step and commit
+            (raises ``InternalError`` to the caller on a violation); meant for tests.
+    """
+    if clock not in ("real", "virtual"):
+        msg = f"open_runtime: clock must be 'real' or 'virtual', got {clock!r}"
+        raise ValueError(msg)
+    if not isinstance(mailbox_capacity, int) or mailbox_capacity < 1:
+        msg = f"open_runtime: mailbox_capacity must be a positive int, got {mailbox_capacity!r}"
+        raise ValueError(msg)
+    scheduler = BatchingScheduler(
+        current_backend(), mailbox_capacity=mailbox_capacity, check_invariants=check_invariants
+    )
+    runtime = Runtime(scheduler, seed=seed, clock=clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(scheduler.run)
+        await tg.start(scheduler.run_flusher)
+        try:
+            yield runtime
+        finally:
+            runtime._close()  # noqa: SLF001  # the owner closes its runtime
+            tg.cancel_scope.cancel()

@@ -1,0 +1,259 @@
+"""Mailboxes and reply slots with a fast path per backend.
+
+anyio's memory object streams cost 2-3x a purpose-built mailbox (PERFORMANCE.md), so the hot
+path uses the backend's own primitive: an asyncio ``Future`` or a parked trio task. A
+``Backend`` makes both; everything else in the runtime is backend-neutral.
+
+A reply slot is one-shot: the scheduler fills it once with a value or an exception; if the
+waiter was cancelled first, filling it is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+import sniffio
+
+from actors import Busy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ("Backend", "Mailbox", "ReplySlot", "Wakeup", "current_backend")
+
+T = TypeVar("T")
+
+
+class ReplySlot(Protocol):
+    """A one-shot reply: ``set``/``fail`` from the scheduler, ``await wait()`` by the caller."""
+
+    def set(self, value: object) -> None: ...
+    def fail(self, error: BaseException) -> None: ...
+    async def wait(self) -> Any: ...
+
+
+class Wakeup(Protocol):
+    """Parks one task (the scheduler) until ``notify`` is called."""
+
+    def notify(self) -> None: ...
+    async def wait(self) -> None: ...
+
+
+class Backend(Protocol):
+    """Factory of the backend-specific primitives."""
+
+    name: str
+
+    def slot(self) -> ReplySlot: ...
+    def wakeup(self) -> Wakeup: ...
+
+
+# ---- asyncio ------------------------------------------------------------------------------------
+
+
+class _AsyncioSlot:
+    __slots__ = ("_future",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._future: asyncio.Future[Any] = loop.create_future()
+
+    def set(self, value: object) -> None:
+        if not self._future.done():
+            self._future.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(error)
+
+    async def wait(self) -> Any:
+        return await self._future
+
+
+class _AsyncioWakeup:
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self) -> None:
+        self._future = self._loop.create_future()
+        try:
+            await self._future
+        finally:
+            self._future = None
+
+
+class _AsyncioBackend:
+    name = "asyncio"
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def slot(self) -> ReplySlot:
+        return _AsyncioSlot(self._loop)
+
+    def wakeup(self) -> Wakeup:
+        return _AsyncioWakeup(self._loop)
+
+
+# ---- trio ---------------------------------------------------------------------------------------
+
+
+class _TrioSlot:
+    """A reply slot that parks the waiting trio task and reschedules it with the outcome."""
+
+    __slots__ = ("_done", "_outcome", "_task")
+
+    def __init__(self) -> None:
+        self._task: Any = None
+        self._outcome: Any = None
+        self._done = False
+
+    def _deliver(self, outcome: Any) -> None:
+        import trio  # noqa: PLC0415  # trio is only imported on the trio backend
+
+        if self._done:
+            return
+        self._done = True
+        if self._task is not None:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task, outcome)
+        else:
+            self._outcome = outcome
+
+    def set(self, value: object) -> None:
+        import outcome  # noqa: PLC0415
+
+        self._deliver(outcome.Value(value))
+
+    def fail(self, error: BaseException) -> None:
+        import outcome  # noqa: PLC0415
+
+        self._deliver(outcome.Error(error))
+
+    async def wait(self) -> Any:
+        import trio  # noqa: PLC0415
+
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            return self._outcome.unwrap()
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._task = None
+            self._done = True  # a later set/fail is dropped
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class _TrioWakeup:
+    __slots__ = ("_pending", "_task")
+
+    def __init__(self) -> None:
+        self._task: Any = None
+        self._pending = False
+
+    def notify(self) -> None:
+        import trio  # noqa: PLC0415
+
+        if self._task is not None:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task)
+        else:
+            self._pending = True
+
+    async def wait(self) -> None:
+        import trio  # noqa: PLC0415
+
+        if self._pending:
+            self._pending = False
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+class _TrioBackend:
+    name = "trio"
+
+    def slot(self) -> ReplySlot:
+        return _TrioSlot()
+
+    def wakeup(self) -> Wakeup:
+        return _TrioWakeup()
+
+
+def current_backend() -> Backend:
+    """The backend of the running event loop (asyncio or trio)."""
+    library = sniffio.current_async_library()
+    if library == "trio":
+        return _TrioBackend()
+    if library == "asyncio":
+        return _AsyncioBackend()
+    msg = f"tdvsm runs on asyncio or trio, not {library!r}"
+    raise RuntimeError(msg)
+
+
+# ---- mailbox ------------------------------------------------------------------------------------
+
+
+class Mailbox(Generic[T]):
+    """A bounded FIFO of messages for one actor; ``put`` raises ``Busy`` when full.
+
+    The mailbox does not wake anyone itself: ``on_first`` is called when it goes from empty
+    to non-empty, so the scheduler can put the actor on its ready queue.
+    """
+
+    __slots__ = ("_on_first", "_queue", "capacity", "closed", "high_water")
+
+    def __init__(self, capacity: int, on_first: Callable[[], None]) -> None:
+        self._queue: deque[T] = deque()
+        self._on_first = on_first
+        self.capacity = capacity
+        self.closed = False
+        self.high_water = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, message: T, owner: str) -> None:
+        """Append ``message``; raise ``Busy`` when full and ClosedResourceError when closed."""
+        queue = self._queue
+        if self.closed:
+            import anyio  # noqa: PLC0415
+
+            msg = f"{owner} is stopped"
+            raise anyio.ClosedResourceError(msg)
+        depth = len(queue)
+        if depth >= self.capacity:
+            msg = f"{owner}: mailbox full ({self.capacity} messages waiting)"
+            raise Busy(msg)
+        queue.append(message)
+        if depth + 1 > self.high_water:
+            self.high_water = depth + 1
+        if not depth:
+            self._on_first()
+
+    def get(self) -> T:
+        """Pop the oldest message (the caller checks ``len`` first)."""
+        return self._queue.popleft()
+
+    def drain(self) -> list[T]:
+        """Remove and return every queued message."""
+        items = list(self._queue)
+        self._queue.clear()
+        return items

@@ -1,0 +1,292 @@
+"""The batching scheduler: runs actors' messages in passes and decides when staged updates commit.
+
+Actors have no task of their own (an idle VP costs only its state). A VP or supervisor with
+mail sits on the ready queue; the scheduler's runner task takes a snapshot of that queue per
+pass and runs one message of each actor in it (trio's batch discipline: work that becomes ready
+during a pass waits for the next one, so no actor starves).
+
+Commit points (the rules are in ``actors``; this module only decides *when*):
+
+* VTL entry: a VP commits a VTL's staged updates before that VTL runs its next action;
+* inspection: ``vp.registers`` / ``vp.tdx_state`` / ``vp.sint0_message`` commit first;
+* a batch window closes: ``batch_max_updates`` staged updates of one (VP, VTL), or
+  ``batch_window`` seconds after the first staged update (the flusher task below).
+"""
+
+from __future__ import annotations
+
+import types
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import msgspec
+
+from actors import (
+    PartitionConfig,
+    PartitionSupervisor,
+    SupervisorRequest,
+    VpActor,
+    check_vp_invariants,
+)
+
+from ._mailbox import Backend, Mailbox, ReplySlot
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
+__all__ = ("BatchingScheduler", "PartitionCells", "SchedulerStatistics", "VpCell")
+
+_ACTION: Final = 0
+_INSPECT: Final = 1
+_GENERATOR: Final = types.GeneratorType
+
+
+class SchedulerStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """Counters of the batching scheduler."""
+
+    passes: int
+    steps: int
+    window_commits: int
+    largest_pass: int
+    errors: int
+
+
+class VpCell:
+    """The runtime side of one VP actor: its mailbox and scheduling state."""
+
+    __slots__ = ("actor", "dirty", "mailbox", "partition", "pending", "resume", "scheduled")
+
+    def __init__(self, actor: VpActor, partition: PartitionCells, capacity: int, schedule: Callable[[VpCell], None]) -> None:
+        self.actor = actor
+        self.partition = partition
+        self.scheduled = False
+        self.dirty = False
+        # A hypercall waiting for the supervisor: (generator, reply slot).
+        self.pending: tuple[Any, ReplySlot] | None = None
+        self.resume: tuple[bool, Any] | None = None
+        self.mailbox: Mailbox[tuple[int, Any, ReplySlot]] = Mailbox(capacity, lambda: schedule(self))
+
+    def __repr__(self) -> str:
+        return f"<VpCell partition={self.partition.partition_id} {self.actor!r} depth={len(self.mailbox)}>"
+
+
+class PartitionCells:
+    """The runtime side of one partition: the supervisor, its mailbox and the VP cells."""
+
+    __slots__ = ("cells", "config", "partition_id", "requests", "scheduled", "stopped", "supervisor")
+
+    def __init__(self, partition_id: int, config: PartitionConfig, scheduler: BatchingScheduler) -> None:
+        self.partition_id = partition_id
+        self.config = config
+        self.supervisor = PartitionSupervisor(partition_id, config)
+        self.requests: deque[tuple[SupervisorRequest, VpCell]] = deque()
+        self.scheduled = False
+        self.stopped = False
+        view = self.supervisor.view
+        capacity = scheduler.mailbox_capacity
+        self.cells = [
+            VpCell(VpActor(i, config, view), self, capacity, scheduler.schedule)
+            for i in range(config.vp_count)
+        ]
+
+
+class BatchingScheduler:
+    """Runs every actor of one runtime on one runner task, in snapshot passes.
+
+    Only ``run`` and ``run_flusher`` are async (they are the tasks); posting is synchronous.
+    """
+
+    def __init__(self, backend: Backend, *, mailbox_capacity: int, check_invariants: bool) -> None:
+        self.backend = backend
+        self.mailbox_capacity = mailbox_capacity
+        self.check_invariants = check_invariants
+        self._ready: deque[VpCell | PartitionCells] = deque()
+        self._wakeup = backend.wakeup()
+        self._dirty: dict[VpCell, float] = {}
+        self._flusher_wakeup = anyio.Event()
+        self.passes = 0
+        self.steps = 0
+        self.window_commits = 0
+        self.largest_pass = 0
+        self.errors = 0
+
+    def statistics(self) -> SchedulerStatistics:
+        """Counters."""
+        return SchedulerStatistics(
+            passes=self.passes,
+            steps=self.steps,
+            window_commits=self.window_commits,
+            largest_pass=self.largest_pass,
+            errors=self.errors,
+        )
+
+    # ---- posting (synchronous) ------------------------------------------------------------------
+
+    def schedule(self, cell: VpCell) -> None:
+        """Put a VP cell on the ready queue unless it is already there or blocked."""
+        if not cell.scheduled and (cell.pending is None or cell.resume is not None):
+            cell.scheduled = True
+            if not self._ready:
+                self._wakeup.notify()
+            self._ready.append(cell)
+
+    def _schedule_partition(self, partition: PartitionCells) -> None:
+        if not partition.scheduled:
+            partition.scheduled = True
+            if not self._ready:
+                self._wakeup.notify()
+            self._ready.append(partition)
+
+    def post_action(self, cell: VpCell, action: object, slot: ReplySlot) -> None:
+        """Queue a guest action for a VP."""
+        cell.mailbox.put((_ACTION, action, slot), _owner(cell))
+
+    def post_inspection(self, cell: VpCell, inspect: Callable[[VpActor], object], slot: ReplySlot) -> None:
+        """Queue an inspection; it runs in order with the VP's actions."""
+        cell.mailbox.put((_INSPECT, inspect, slot), _owner(cell))
+
+    # ---- the runner ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The runner task: drain the ready queue pass by pass, park when it is empty."""
+        task_status.started()
+        wakeup = self._wakeup
+        while True:
+            if not self._ready:
+                await wakeup.wait()
+                continue
+            batch, self._ready = self._ready, deque()
+            self.passes += 1
+            if len(batch) > self.largest_pass:
+                self.largest_pass = len(batch)
+            for item in batch:
+                if isinstance(item, VpCell):
+                    item.scheduled = False
+                    self._step_vp(item)
+                else:
+                    item.scheduled = False
+                    self._step_partition(item)
+            if self._ready:
+                # Let callers collect replies and post more before the next pass.
+                await anyio.lowlevel.checkpoint()
+
+    def _step_vp(self, cell: VpCell) -> None:
+        actor = cell.actor
+        self.steps += 1
+        if cell.resume is not None:
+            (ok, value), cell.resume = cell.resume, None
+            generator, slot = cell.pending  # type: ignore[misc]  # set whenever resume is
+            cell.pending = None
+            self._drive(cell, generator, slot, ok, value)
+        elif cell.mailbox:
+            kind, payload, slot = cell.mailbox.get()
+            try:
+                if kind == _ACTION:
+                    result = actor.execute(payload)
+                    if type(result) is _GENERATOR:
+                        self._drive(cell, result, slot, True, None)
+                    else:
+                        slot.set(result)
+                else:
+                    slot.set(payload(actor))
+                if self.check_invariants:
+                    check_vp_invariants(actor.state)
+            except Exception as exc:  # delivered to the caller: the actor carries on
+                self.errors += 1
+                slot.fail(exc)
+        elif actor.has_controls:
+            actor.apply_controls()  # woken by the supervisor
+        self._after_step(cell)
+
+    def _after_step(self, cell: VpCell) -> None:
+        vtls = cell.actor.state.vtls
+        if (vtls[0].staged_updates or vtls[1].staged_updates) and cell not in self._dirty:
+            self._dirty[cell] = anyio.current_time()
+            self._flusher_wakeup.set()
+        if cell.pending is None and (cell.mailbox or cell.actor.has_controls):
+            self.schedule(cell)
+
+    def _drive(self, cell: VpCell, generator: Any, slot: ReplySlot, ok: bool, value: Any) -> None:
+        """Advance a hypercall generator to its next supervisor request or to its result."""
+        try:
+            request = generator.send(value) if ok else generator.throw(value)
+        except StopIteration as stop:
+            slot.set(stop.value)
+            return
+        except Exception as exc:
+            self.errors += 1
+            slot.fail(exc)
+            return
+        cell.pending = (generator, slot)
+        partition = cell.partition
+        partition.requests.append((request, cell))
+        self._schedule_partition(partition)
+
+    def _step_partition(self, partition: PartitionCells) -> None:
+        if not partition.requests:
+            return
+        request, cell = partition.requests.popleft()
+        self.steps += 1
+        try:
+            status, effects = partition.supervisor.handle(request)
+        except Exception as exc:
+            self.errors += 1
+            cell.resume = (False, exc)
+        else:
+            for target, control in effects:
+                target_cell = partition.cells[target]
+                target_cell.actor.deliver(control)
+                self.schedule(target_cell)
+            cell.resume = (True, status)
+        self.schedule(cell)
+        if partition.requests:
+            self._schedule_partition(partition)
+
+    # ---- batch windows -----------------------------------------------------------------------------
+
+    async def run_flusher(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Commit staged updates whose batch window (``batch_window`` seconds) has closed."""
+        task_status.started()
+        while True:
+            await self._flusher_wakeup.wait()
+            self._flusher_wakeup = anyio.Event()
+            while self._dirty:
+                now = anyio.current_time()
+                earliest = min(since + cell.partition.config.batch_window for cell, since in self._dirty.items())
+                if earliest > now:
+                    await anyio.sleep(earliest - now)
+                    now = anyio.current_time()
+                for cell, since in list(self._dirty.items()):
+                    if since + cell.partition.config.batch_window <= now:
+                        del self._dirty[cell]
+                        if cell.partition.stopped:
+                            continue
+                        cell.actor.state.commit_all()
+                        self.window_commits += 1
+                        if self.check_invariants:
+                            check_vp_invariants(cell.actor.state)
+
+    # ---- shutdown ----------------------------------------------------------------------------------
+
+    def stop_partition(self, partition: PartitionCells, error: BaseException) -> None:
+        """Close every mailbox of ``partition`` and fail whatever was waiting."""
+        partition.stopped = True
+        for cell in partition.cells:
+            cell.mailbox.closed = True
+            for _, _, slot in cell.mailbox.drain():
+                slot.fail(error)
+            if cell.pending is not None:
+                generator, slot = cell.pending
+                cell.pending = None
+                cell.resume = None
+                generator.close()
+                slot.fail(error)
+            self._dirty.pop(cell, None)
+        partition.requests.clear()
+
+
+def _owner(cell: VpCell) -> str:
+    st = cell.actor.state
+    return f"partition {cell.partition.partition_id} vp {st.index} ({st.active_vtl.name})"
