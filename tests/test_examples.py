@@ -1,0 +1,32 @@
+"""Every example in examples/ runs to completion on both backends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+
+#: A line each example must print: proof it reached its end, not just that it exited 0.
+EXPECTED = {
+    "seed_scenario.py": "VTL0 runs in long mode: EFER.LMA derived = 1",
+}
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs(example: Path, backend: str) -> None:
+    """The example exits 0 and prints its closing line."""
+    done = subprocess.run(
+        [sys.executable, str(example), backend], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert EXPECTED[example.name] in done.stdout
+
+
+def test_every_example_has_an_expectation() -> None:
+    """A new example cannot slip in without a checked closing line."""
+    assert {p.name for p in EXAMPLES} == set(EXPECTED)
