@@ -7,10 +7,9 @@ is: access rule, value validation, apply; the first failure is the element's sta
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from protocol import CrInterceptControl, HvStatus, Vtl, VsmVpSecureVtlConfig
-from protocol import HvRegisterName as Reg
+from protocol import CrInterceptControl, HvRegisterName as Reg, HvStatus, VsmVpSecureVtlConfig, Vtl
 from protocol._x86 import (
     CR0_CD,
     CR0_ET,
@@ -31,9 +30,11 @@ from protocol._x86 import (
     segment_base,
 )
 
-from ._state import VpState
 from ._tdx import CrRegistration
 from ._vsm import GuestVsmState, PartitionView, WriteVsmPartitionConfig
+
+if TYPE_CHECKING:
+    from ._state import VpState
 
 __all__ = ("get_vp_register", "set_vp_register", "validate_context_value")
 
@@ -148,7 +149,9 @@ _PENDING_EVENT_VECTORS: Final = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 11, 12, 1
 _ERROR_CODE_VECTORS: Final = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 _PAT_TYPES: Final = frozenset({0, 1, 4, 5, 6, 7})
 VSM_CODE_PAGE_OFFSETS_VALUE: Final = 0x2_600F
-_WIDE: Final = frozenset({Reg.ES, Reg.CS, Reg.SS, Reg.DS, Reg.FS, Reg.GS, Reg.LDTR, Reg.TR, Reg.GDTR, Reg.IDTR, Reg.PENDING_EVENT0})
+_WIDE: Final = frozenset(
+    {Reg.ES, Reg.CS, Reg.SS, Reg.DS, Reg.FS, Reg.GS, Reg.LDTR, Reg.TR, Reg.GDTR, Reg.IDTR, Reg.PENDING_EVENT0}
+)
 
 _OK = HvStatus.SUCCESS
 _DENIED = HvStatus.ACCESS_DENIED
@@ -228,12 +231,13 @@ def get_vp_register(
         state = vp.vtl1
         if state is None:
             return HvStatus.INVALID_VTL_STATE, 0
-        return _OK, {
+        values: dict[int, int] = {
             Reg.CR_INTERCEPT_CONTROL: state.cr_intercept_control,
             Reg.CR_INTERCEPT_CR0_MASK: state.cr0_mask,
             Reg.CR_INTERCEPT_CR4_MASK: state.cr4_mask,
             Reg.CR_INTERCEPT_IA32_MISC_ENABLE_MASK: state.misc_enable_mask,
-        }[name]
+        }
+        return _OK, values[name]
     # PendingEvent0 (write-only), the validate-only and unsupported registers, unknown names.
     return _PARAM, 0
 
@@ -256,7 +260,9 @@ def validate_cr4(value: int, vmx_cr4_fixed1: int) -> bool:
 
 def validate_efer(value: int) -> bool:
     """EFER rule on TDX: only 0xDD01 bits, no SVME/FFXSR, NXE mandatory."""
-    return not value & ~X64_EFER_VALID_MASK and not value & (EFER_SVME | EFER_FFXSR) and bool(value & EFER_NXE)
+    return (
+        not value & ~X64_EFER_VALID_MASK and not value & (EFER_SVME | EFER_FFXSR) and bool(value & EFER_NXE)
+    )
 
 
 def validate_context_value(name: int, value: int, vmx_cr4_fixed1: int) -> bool:

@@ -15,10 +15,11 @@ CommitPolicy: TypeAlias = Literal["batched", "eager"]
 MAX_VP_COUNT = 1024
 
 
-class PartitionConfig(msgspec.Struct, frozen=True, kw_only=True):
+class PartitionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The fixed facts of one simulated TDX partition (API.md ``create_partition`` keywords).
 
-    ``mmio_gpns`` holds inclusive (first, last) GPN ranges that are not RAM.
+    ``mmio_gpns`` holds inclusive (first, last) GPN ranges that are not RAM. Build one from
+    user input with ``PartitionConfig.from_keywords``, which checks types as well as ranges.
     ``batch_max_updates`` closes a batch window after that many staged register updates of
     one (VP, VTL); ``batch_window`` closes it after that many seconds of the runtime's clock.
     """
@@ -40,22 +41,31 @@ class PartitionConfig(msgspec.Struct, frozen=True, kw_only=True):
         def bad(field: str, why: str) -> ValueError:
             return ValueError(f"PartitionConfig.{field}: {why}")
 
-        if not isinstance(self.vp_count, int) or not 1 <= self.vp_count <= MAX_VP_COUNT:
+        if not 1 <= self.vp_count <= MAX_VP_COUNT:
             raise bad("vp_count", f"must be an int in 1..{MAX_VP_COUNT}, got {self.vp_count!r}")
-        for flag in ("vsm_available", "access_vsm", "tsc_aux", "dr6_shared"):
-            if not isinstance(getattr(self, flag), bool):
-                raise bad(flag, f"must be a bool, got {getattr(self, flag)!r}")
-        if not isinstance(self.ram_pages, int) or not 1 <= self.ram_pages < (1 << 40):
+        if not 1 <= self.ram_pages < (1 << 40):
             raise bad("ram_pages", f"must be an int in 1..2**40-1, got {self.ram_pages!r}")
         for first, last in self.mmio_gpns:
             if not 0 <= first <= last < (1 << 52):
                 raise bad("mmio_gpns", f"bad GPN range ({first:#x}, {last:#x})")
         if self.commit_policy not in ("batched", "eager"):
             raise bad("commit_policy", f"must be 'batched' or 'eager', got {self.commit_policy!r}")
-        if not isinstance(self.batch_max_updates, int) or self.batch_max_updates < 1:
+        if self.batch_max_updates < 1:
             raise bad("batch_max_updates", f"must be a positive int, got {self.batch_max_updates!r}")
         if not self.batch_window > 0:
             raise bad("batch_window", f"must be > 0 seconds, got {self.batch_window!r}")
+
+    @classmethod
+    def from_keywords(cls, **config: object) -> PartitionConfig:
+        """Build a config from user keywords, checking every type and range.
+
+        Raises:
+            ValueError: a bad or unknown field; the message names it.
+        """
+        try:
+            return msgspec.convert(config, cls)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"PartitionConfig: {exc}") from None
 
     def is_ram(self, gpn: int) -> bool:
         """True when ``gpn`` is guest RAM (inside ``ram_pages`` and not in an MMIO range)."""

@@ -8,7 +8,7 @@ supervisor only by message and the handler still reads top to bottom.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from protocol import (
     HV_PARTITION_ID_SELF,
@@ -17,11 +17,14 @@ from protocol import (
     EnableVpVtl,
     ExceptionInjected,
     GetVpRegisters,
+    HvRegisterName as Reg,
+    HvStatus,
+    HvVtlEntryReason,
     Hypercall,
     HypercallCode,
     HypercallResult,
-    HvStatus,
-    HvVtlEntryReason,
+    ModifyVtlProtectionMask,
+    Outcome,
     SetVpRegisters,
     StartVirtualProcessor,
     Vtl,
@@ -29,25 +32,29 @@ from protocol import (
     VtlReturn,
     VtlSwitched,
 )
-from protocol import HvRegisterName as Reg
 from protocol._x86 import CR0_PE, EFER_LMA, U64_MASK, VMCALL_LENGTH, ExceptionVector
 
 from ._access import get_vp_register, set_vp_register
 from ._errors import UnsupportedAction
-from ._state import VpState
 from ._vsm import (
     EnablePartitionVtlRequest,
     EnableVpVtlRequest,
+    ModifyProtectionsRequest,
     PartitionView,
     StartVpRequest,
+    SupervisorReply,
     SupervisorRequest,
 )
+
+if TYPE_CHECKING:
+    from ._state import VpState
 
 __all__ = ("Handler", "Pending", "cpl", "handle_hypercall", "long_mode")
 
 ViewSource: TypeAlias = Callable[[], PartitionView]
-Pending: TypeAlias = Generator[SupervisorRequest, HvStatus, HypercallResult]
-Handler: TypeAlias = HypercallResult | ExceptionInjected | VtlSwitched | Pending
+Pending: TypeAlias = Generator[SupervisorRequest, SupervisorReply, HypercallResult]
+#: What a VP step returns: an outcome, or a hypercall waiting for the supervisor.
+Handler: TypeAlias = Outcome | Pending
 
 _UD: Final = ExceptionInjected(vector=ExceptionVector.UD)
 _GP0: Final = ExceptionInjected(vector=ExceptionVector.GP, error_code=0)
@@ -89,7 +96,9 @@ def _target_vtl(caller: Vtl, target_vtl: int | None) -> int:
 # ---- register hypercalls ------------------------------------------------------------------------
 
 
-def get_vp_registers(vp: VpState, view: PartitionView, caller: Vtl, action: GetVpRegisters) -> HypercallResult:
+def get_vp_registers(
+    vp: VpState, view: PartitionView, caller: Vtl, action: GetVpRegisters
+) -> HypercallResult:
     """HvCallGetVpRegisters (DOMAIN 3.1, 3.12): wrong VP index -> AccessDenied (quirk 1)."""
     count = len(action.names)
     if count == 0 or action.rep_start >= count:
@@ -131,31 +140,45 @@ def set_vp_registers(vp: VpState, view: ViewSource, caller: Vtl, action: SetVpRe
     for i in range(action.rep_start, count):
         element = action.registers[i]
         outcome = set_vp_register(vp, view(), caller, target_vtl, element.name, element.value)
-        status = outcome if isinstance(outcome, HvStatus) else (yield outcome)
+        status = outcome if isinstance(outcome, HvStatus) else _only_status((yield outcome))
         if status:
             return _status(status, i)
     return _status(HvStatus.SUCCESS, count)
 
 
-# ---- VTL enablement ---------------------------------------------------------------------------
+def _only_status(reply: SupervisorReply) -> HvStatus:
+    return reply[0] if isinstance(reply, tuple) else reply
+
+
+# ---- partition-wide hypercalls: the supervisor decides -----------------------------------------
+
+
+def _ask(request: SupervisorRequest) -> Pending:
+    """Send one request to the supervisor and turn its reply into the hypercall's result."""
+    reply = yield request
+    if isinstance(reply, tuple):
+        return _status(*reply)
+    return _status(reply)
 
 
 def enable_partition_vtl(vp: VpState, caller: Vtl, action: EnablePartitionVtl) -> Pending:
-    """HvCallEnablePartitionVtl: partition-wide, so the supervisor decides."""
-    status = yield EnablePartitionVtlRequest(vp_index=vp.index, caller=caller, action=action)
-    return _status(status)
+    """HvCallEnablePartitionVtl (DOMAIN 3.3)."""
+    return _ask(EnablePartitionVtlRequest(vp_index=vp.index, caller=caller, action=action))
 
 
 def enable_vp_vtl(vp: VpState, caller: Vtl, action: EnableVpVtl) -> Pending:
-    """HvCallEnableVpVtl: the supervisor decides; the context loads on the target VP later."""
-    status = yield EnableVpVtlRequest(vp_index=vp.index, caller=caller, action=action)
-    return _status(status)
+    """HvCallEnableVpVtl: the context loads on the target VP before it next runs."""
+    return _ask(EnableVpVtlRequest(vp_index=vp.index, caller=caller, action=action))
 
 
 def start_virtual_processor(vp: VpState, caller: Vtl, action: StartVirtualProcessor) -> Pending:
-    """HvCallStartVirtualProcessor: the supervisor decides; the target loads the context."""
-    status = yield StartVpRequest(vp_index=vp.index, caller=caller, action=action)
-    return _status(status)
+    """HvCallStartVirtualProcessor: the target loads the context and starts."""
+    return _ask(StartVpRequest(vp_index=vp.index, caller=caller, action=action))
+
+
+def modify_vtl_protection_mask(vp: VpState, caller: Vtl, action: ModifyVtlProtectionMask) -> Pending:
+    """HvCallModifyVtlProtectionMask (DOMAIN 3.6): partition-wide VTL0 page permissions."""
+    return _ask(ModifyProtectionsRequest(vp_index=vp.index, caller=caller, action=action))
 
 
 # ---- VTL call and return (DOMAIN 3.7) -----------------------------------------------------------
@@ -220,6 +243,7 @@ def handle_hypercall(
     | SetVpRegisters
     | VtlCall
     | VtlReturn
+    | ModifyVtlProtectionMask
     | Hypercall,
 ) -> Handler:
     """Run one hypercall in the VP's active VTL (VMCALL at CPL > 0 gets #GP first)."""
@@ -241,12 +265,15 @@ def handle_hypercall(
             return _with_completion(vp, caller, enable_vp_vtl(vp, caller, action))
         case StartVirtualProcessor():
             return _with_completion(vp, caller, start_virtual_processor(vp, caller, action))
+        case ModifyVtlProtectionMask():
+            return _with_completion(vp, caller, modify_vtl_protection_mask(vp, caller, action))
         case Hypercall():
             if action.code not in _DISPATCHED:
                 return _complete(vp, caller, _status(HvStatus.INVALID_HYPERCALL_CODE))
             code = HypercallCode(action.code)
             if code in _ACTION_CODES:
-                msg = f"Hypercall(code={code.name}) on vp {vp.index} ({caller.name}): use the {_ACTION_CODES[code]} action"
+                where = f"vp {vp.index} ({caller.name})"
+                msg = f"Hypercall(code={code.name}) on {where}: use the {_ACTION_CODES[code]} action"
                 raise ValueError(msg)
             msg = f"{code.name} is dispatched by OpenHCL but not modelled (vp {vp.index}, {caller.name})"
             raise UnsupportedAction(msg)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from protocol import HvRegisterName as Reg
-from protocol import Vtl
+from typing import TYPE_CHECKING
+
+from protocol import HvRegisterName as Reg, Vtl
 from protocol._x86 import (
     CR0_GUEST_OWNED,
     CR0_NE,
+    CR0_PG,
     CR4_MCE,
     CR4_VMXE,
     EFER_FFXSR,
@@ -16,14 +18,15 @@ from protocol._x86 import (
     EFER_SVME,
     VMX_ENTRY_CONTROL_LONG_MODE_GUEST,
     X64_EFER_VALID_MASK,
-    CR0_PG,
     cr4_allowed_bits,
 )
 
 from ._errors import InternalError
 from ._registers import SHARED_NAMES
-from ._state import VpState
 from ._tdx import VmcsField, vmcs_image
+
+if TYPE_CHECKING:
+    from ._state import VpState
 
 __all__ = ("check_vp_invariants", "vp_violations")
 

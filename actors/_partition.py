@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
-from protocol import HvStatus
+from ._vsm import GuestVsmState, PartitionState, PartitionView, SupervisorReply, SupervisorRequest, VpControl
 
-from ._config import PartitionConfig
-from ._vsm import GuestVsmState, PartitionState, PartitionView, SupervisorRequest, VpControl
+if TYPE_CHECKING:
+    from ._config import PartitionConfig
 
 __all__ = ("PartitionSupervisor", "SupervisorStatistics")
 
@@ -34,13 +36,14 @@ class PartitionSupervisor:
         self.requests = 0
 
     def __repr__(self) -> str:
-        return f"<PartitionSupervisor partition={self.partition_id} {self._state.guest_vsm.name} requests={self.requests}>"
+        state = self._state.guest_vsm.name
+        return f"<PartitionSupervisor partition={self.partition_id} {state} requests={self.requests}>"
 
     def view(self) -> PartitionView:
         """The current published snapshot of partition-wide VSM state."""
         return self._state.view
 
-    def handle(self, request: SupervisorRequest) -> tuple[HvStatus, list[tuple[int, VpControl]]]:
+    def handle(self, request: SupervisorRequest) -> tuple[SupervisorReply, list[tuple[int, VpControl]]]:
         """Process one request: the status for the asking VP and control messages for targets."""
         self.requests += 1
         return self._state.handle(request)

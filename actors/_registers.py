@@ -57,7 +57,7 @@ SHARED_NAMES: Final = frozenset(
 )
 
 #: Shared registers at reset (XCR0 has x87 set).
-SHARED_RESET: Final[dict[int, int]] = {name: 0 for name in SHARED_NAMES} | {Reg.XFEM: 1}
+SHARED_RESET: Final[dict[int, int]] = {name: int(name == Reg.XFEM) for name in SHARED_NAMES}
 
 #: Private registers at TDX reset (vmm_core ``Registers::at_reset``, EFER.NXE forced on).
 PRIVATE_RESET: Final[dict[int, int]] = {

@@ -8,13 +8,11 @@ same step, so nothing can observe registers and execution mode out of step.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from protocol import HvRegisterName as Reg
-from protocol import InitialVpContext, InterceptMessage, Vtl
+from protocol import HvRegisterName as Reg, InitialVpContext, InterceptMessage, Vtl
 from protocol._x86 import APIC_BASE_BSP, APIC_BASE_DEFAULT
 
-from ._config import PartitionConfig
 from ._registers import PRIVATE_RESET, SHARED_RESET, RegisterFile
 from ._tdx import (
     MODE_REGISTERS,
@@ -26,6 +24,9 @@ from ._tdx import (
     register_fields,
     vmcs_image,
 )
+
+if TYPE_CHECKING:
+    from ._config import PartitionConfig
 
 __all__ = ("GuestVsmVpState", "VpState", "VtlState")
 

@@ -9,13 +9,11 @@ per field whose value changed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from protocol import HvRegisterName as Reg
-from protocol import Vtl
+from protocol import HvRegisterName as Reg, Vtl
 from protocol._x86 import (
     CR0_GUEST_OWNED,
     CR0_PG,
@@ -32,6 +30,9 @@ from protocol._x86 import (
     Msr,
     default_cr4_guest_host_mask,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 __all__ = (
     "CrRegistration",
@@ -100,9 +101,9 @@ _PLAIN_FIELDS: Final[dict[int, int]] = {
 #: Registers whose change re-derives the execution mode and the CR fields.
 MODE_REGISTERS: Final = frozenset({Reg.CR0, Reg.CR4, Reg.EFER})
 #: Every register that lands in a VMCS field.
-VMCS_REGISTERS: Final = frozenset(_SEGMENT_FIELDS) | frozenset(_TABLE_FIELDS) | frozenset(
-    _PLAIN_FIELDS
-) | MODE_REGISTERS
+VMCS_REGISTERS: Final = (
+    frozenset(_SEGMENT_FIELDS) | frozenset(_TABLE_FIELDS) | frozenset(_PLAIN_FIELDS) | MODE_REGISTERS
+)
 
 #: MSRs whose write-intercept bitmap bit follows VTL1's CR-intercept registration.
 REGISTERED_MSRS: Final = (
@@ -193,9 +194,7 @@ def vmcs_image(
     image: dict[int, int] = {}
     for name in _PLAIN_FIELDS.keys() | _SEGMENT_FIELDS.keys() | _TABLE_FIELDS.keys():
         image.update(register_fields(name, read(name)))
-    image.update(
-        mode_fields(vtl, read(Reg.CR0), read(Reg.CR4), read(Reg.EFER), registration, vmx_cr4_fixed1)
-    )
+    image.update(mode_fields(vtl, read(Reg.CR0), read(Reg.CR4), read(Reg.EFER), registration, vmx_cr4_fixed1))
     return image
 
 
@@ -225,9 +224,7 @@ class TdxL2State(msgspec.Struct, frozen=True, kw_only=True):
     commits: int
 
     @classmethod
-    def from_image(
-        cls, vtl: Vtl, image: dict[int, int], *, vmcs_writes: int, commits: int
-    ) -> TdxL2State:
+    def from_image(cls, vtl: Vtl, image: dict[int, int], *, vmcs_writes: int, commits: int) -> TdxL2State:
         """Build the snapshot from a VMCS image and the counters."""
         entry = image[VmcsField.ENTRY_CONTROLS]
         return cls(

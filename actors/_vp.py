@@ -9,7 +9,7 @@ as OpenHCL processes wake reasons before re-entering the guest.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -17,6 +17,7 @@ from protocol import (
     EnablePartitionVtl,
     EnableVpVtl,
     GetVpRegisters,
+    HvRegisterName as Reg,
     Hypercall,
     InterceptMessage,
     LoadTableRegister,
@@ -33,18 +34,29 @@ from protocol import (
     Wrmsr,
     Xsetbv,
 )
-from protocol import Action as GuestAction
-from protocol import HvRegisterName as Reg
 
 from ._access import validate_context_value
-from ._config import PartitionConfig
-from ._errors import UnsupportedAction, VpFailed, VpNotRunning
+from ._errors import VpFailed, VpNotRunning
 from ._hypercalls import Handler, handle_hypercall
-from ._instructions import mov_to_cr, rdmsr, write_vtl_control, wrmsr
+from ._instructions import (
+    load_table_register,
+    memory_access,
+    mov_to_cr,
+    rdmsr,
+    write_vtl_control,
+    wrmsr,
+    xsetbv,
+)
+from ._pending import deliver_pending_event
 from ._registers import PRIVATE_RESET, SHARED_RESET
 from ._state import GuestVsmVpState, VpState
-from ._tdx import TdxL2State
-from ._vsm import LoadVtlContext, PartitionView, VpControl
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from ._config import PartitionConfig
+    from ._tdx import TdxL2State
+    from ._vsm import LoadVtlContext, PartitionView, VpControl
 
 __all__ = ("VpActor", "VpStatistics")
 
@@ -133,7 +145,7 @@ class VpActor:
             msg = f"vp {st.index} ({st.active_vtl.name}) is not running: start it with StartVirtualProcessor"
             raise VpNotRunning(msg)
 
-    def execute(self, action: GuestAction) -> Handler:
+    def execute(self, action: object) -> Handler:
         """Run one guest action in the active VTL; may return a generator for the supervisor."""
         if self._controls:
             self.apply_controls()
@@ -143,10 +155,14 @@ class VpActor:
         if st.vtls[vtl].staged_updates:
             st.commit(vtl)  # commit point: VTL entry
         self.actions += 1
+        if vtl == Vtl.VTL0 and st.vtl1 is not None and st.vtl1.pending_event is not None:
+            # VTL0 is about to run: the event VTL1 injected is delivered instead of the action.
+            return deliver_pending_event(st)
         match action:
             case (
                 GetVpRegisters()
                 | SetVpRegisters()
+                | ModifyVtlProtectionMask()
                 | VtlCall()
                 | VtlReturn()
                 | EnablePartitionVtl()
@@ -166,9 +182,12 @@ class VpActor:
                 return mov_to_cr(st, action)
             case WriteVtlControl():
                 return write_vtl_control(st, action)
-            case ModifyVtlProtectionMask() | Xsetbv() | LoadTableRegister() | MemoryAccess():
-                msg = f"{type(action).__name__} is not modelled yet (vp {st.index}, {vtl.name})"
-                raise UnsupportedAction(msg)
+            case Xsetbv():
+                return xsetbv(st, action)
+            case LoadTableRegister():
+                return load_table_register(st, action)
+            case MemoryAccess():
+                return memory_access(st, self._view(), action)
             case _:
                 msg = f"vp {st.index} ({vtl.name}): not a guest action: {action!r}"
                 raise TypeError(msg)

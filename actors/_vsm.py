@@ -8,7 +8,9 @@ change (``SupervisorRequest``) and receive their side of it as ``VpControl`` mes
 from __future__ import annotations
 
 import enum
-from typing import TypeAlias
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
 
@@ -20,18 +22,22 @@ from protocol import (
     HvMapGpaFlags,
     HvStatus,
     InitialVpContext,
+    ModifyVtlProtectionMask,
     StartVirtualProcessor,
-    Vtl,
     VsmPartitionConfig,
+    Vtl,
 )
 
-from ._config import PartitionConfig
 from ._protections import validate_vtl_gpa_flags
+
+if TYPE_CHECKING:
+    from ._config import PartitionConfig
 
 __all__ = (
     "EnablePartitionVtlRequest",
     "EnableVpVtlRequest",
     "GuestVsmState",
+    "ModifyProtectionsRequest",
     "LoadVtlContext",
     "PartitionState",
     "PartitionView",
@@ -62,12 +68,18 @@ class Vtl1PartitionState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PartitionView(msgspec.Struct, frozen=True, kw_only=True):
-    """An immutable snapshot of partition-wide VSM state, published by the supervisor."""
+    """An immutable snapshot of partition-wide VSM state, published by the supervisor.
+
+    ``protections`` (VTL0's per-page flags where they differ from the default mask) is a
+    read-only view of the supervisor's table rather than a copy: only the supervisor writes it,
+    between messages, so readers always see a whole ModifyVtlProtectionMask or none of it.
+    """
 
     guest_vsm: GuestVsmState
     vtl1: Vtl1PartitionState | None = None
     vtl1_enable_called: tuple[bool, ...] = ()
     started: tuple[bool, ...] = ()
+    protections: Mapping[int, int] = MappingProxyType({})
 
 
 # ---- messages between VP actors and the supervisor ----------------------------------------------
@@ -108,9 +120,23 @@ class WriteVsmPartitionConfig(_ActorMsg, frozen=True):
     value: int
 
 
+class ModifyProtectionsRequest(_ActorMsg, frozen=True):
+    """A VP asks the supervisor to run HvCallModifyVtlProtectionMask."""
+
+    vp_index: int
+    caller: Vtl
+    action: ModifyVtlProtectionMask
+
+
 SupervisorRequest: TypeAlias = (
-    EnablePartitionVtlRequest | EnableVpVtlRequest | StartVpRequest | WriteVsmPartitionConfig
+    EnablePartitionVtlRequest
+    | EnableVpVtlRequest
+    | StartVpRequest
+    | WriteVsmPartitionConfig
+    | ModifyProtectionsRequest
 )
+#: A status, or (status, reps completed) for the rep hypercall ModifyVtlProtectionMask.
+SupervisorReply: TypeAlias = HvStatus | tuple[HvStatus, int]
 
 
 class LoadVtlContext(_ActorMsg, frozen=True):
@@ -134,18 +160,17 @@ VpControl: TypeAlias = LoadVtlContext
 class PartitionState:
     """Mutable partition-wide VSM state; owned and written by the partition supervisor only."""
 
-    __slots__ = ("config", "guest_vsm", "started", "view", "vtl1", "vtl1_enable_called")
+    __slots__ = ("config", "guest_vsm", "protections", "started", "view", "vtl1", "vtl1_enable_called")
 
     def __init__(self, config: PartitionConfig) -> None:
         self.config = config
         self.guest_vsm = (
-            GuestVsmState.NOT_GUEST_ENABLED
-            if config.vsm_available
-            else GuestVsmState.NOT_PLATFORM_SUPPORTED
+            GuestVsmState.NOT_GUEST_ENABLED if config.vsm_available else GuestVsmState.NOT_PLATFORM_SUPPORTED
         )
         self.vtl1: Vtl1PartitionState | None = None
         self.vtl1_enable_called = [False] * config.vp_count
         self.started = [i == 0 for i in range(config.vp_count)]
+        self.protections: dict[int, int] = {}
         self.view = self._snapshot()
 
     def _snapshot(self) -> PartitionView:
@@ -154,6 +179,7 @@ class PartitionState:
             vtl1=self.vtl1,
             vtl1_enable_called=tuple(self.vtl1_enable_called),
             started=tuple(self.started),
+            protections=MappingProxyType(self.protections),
         )
 
     def publish(self) -> None:
@@ -185,9 +211,7 @@ class PartitionState:
         self.publish()
         return HvStatus.SUCCESS, []
 
-    def enable_vp_vtl(
-        self, request: EnableVpVtlRequest
-    ) -> tuple[HvStatus, list[tuple[int, VpControl]]]:
+    def enable_vp_vtl(self, request: EnableVpVtlRequest) -> tuple[HvStatus, list[tuple[int, VpControl]]]:
         """HvCallEnableVpVtl (DOMAIN 3.3); the context load happens on the target VP."""
         action = request.action
         if action.target_vtl > Vtl.VTL2:
@@ -202,9 +226,7 @@ class PartitionState:
         vtl1 = self.vtl1
         if self.guest_vsm != GuestVsmState.ENABLED or vtl1 is None:
             return HvStatus.INVALID_VTL_STATE, []
-        if request.caller == Vtl.VTL0 and (
-            vtl1.enabled_on_any_vp or target_vp != request.vp_index
-        ):
+        if request.caller == Vtl.VTL0 and (vtl1.enabled_on_any_vp or target_vp != request.vp_index):
             return HvStatus.ACCESS_DENIED, []
         if self.vtl1_enable_called[target_vp]:
             return HvStatus.VTL_ALREADY_ENABLED, []
@@ -271,7 +293,43 @@ class PartitionState:
         self.publish()
         return HvStatus.SUCCESS, []
 
-    def handle(self, request: SupervisorRequest) -> tuple[HvStatus, list[tuple[int, VpControl]]]:
+    def modify_vtl_protection_mask(
+        self, request: ModifyProtectionsRequest
+    ) -> tuple[tuple[HvStatus, int], list[tuple[int, VpControl]]]:
+        """HvCallModifyVtlProtectionMask (DOMAIN 3.6): all-or-nothing for the pages of a call."""
+        action = request.action
+        count = len(action.gpns)
+        if count == 0 or action.rep_start >= count:
+            return (HvStatus.INVALID_HYPERCALL_INPUT, 0), []
+        target = request.caller if action.target_vtl is None else action.target_vtl
+        if target > Vtl.VTL2:
+            return (HvStatus.INVALID_PARAMETER, 0), []
+        if action.partition_id != HV_PARTITION_ID_SELF:
+            return (HvStatus.ACCESS_DENIED, 0), []
+        if target > request.caller:
+            return (HvStatus.ACCESS_DENIED, 0), []
+        if target == Vtl.VTL0:
+            return (HvStatus.INVALID_PARAMETER, 0), []
+        vtl1 = self.vtl1
+        if target == request.caller and (vtl1 is None or not vtl1.protections_enabled):
+            return (HvStatus.ACCESS_DENIED, 0), []
+        if self.guest_vsm != GuestVsmState.ENABLED or vtl1 is None:
+            return (HvStatus.INVALID_VTL_STATE, 0), []
+        if not validate_vtl_gpa_flags(action.map_flags, mbec=vtl1.mbec_enabled):
+            return (HvStatus.INVALID_REGISTER_VALUE, 0), []
+        pages = action.gpns[action.rep_start :]
+        if not all(self.config.is_ram(gpn) for gpn in pages):
+            return (HvStatus.OPERATION_DENIED, 0), []  # validated first: no page changes
+        flags = action.map_flags & 0xFFFF
+        default = vtl1.vtl0_default_protections
+        for gpn in pages:
+            if flags == default:
+                self.protections.pop(gpn, None)
+            else:
+                self.protections[gpn] = flags
+        return (HvStatus.SUCCESS, count), []
+
+    def handle(self, request: SupervisorRequest) -> tuple[SupervisorReply, list[tuple[int, VpControl]]]:
         """Run one supervisor request; the only entry point that writes this state."""
         match request:
             case EnablePartitionVtlRequest():
@@ -282,3 +340,5 @@ class PartitionState:
                 return self.start_virtual_processor(request)
             case WriteVsmPartitionConfig():
                 return self.write_vsm_partition_config(request)
+            case ModifyProtectionsRequest():
+                return self.modify_vtl_protection_mask(request)

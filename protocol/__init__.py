@@ -61,8 +61,9 @@ from ._outcomes import (
     Completed as Completed,
     ExceptionInjected as ExceptionInjected,
     HypercallResult as HypercallResult,
-    InterceptMessage as InterceptMessage,
+    InterceptDropped as InterceptDropped,
     Intercepted as Intercepted,
+    InterceptMessage as InterceptMessage,
     Outcome as Outcome,
     VtlSwitched as VtlSwitched,
 )
@@ -99,6 +100,7 @@ __all__ = (
     "HypercallCode",
     "HypercallResult",
     "InitialVpContext",
+    "InterceptDropped",
     "InterceptMessage",
     "Intercepted",
     "LoadTableRegister",

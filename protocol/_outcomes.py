@@ -11,6 +11,7 @@ __all__ = (
     "Completed",
     "ExceptionInjected",
     "HypercallResult",
+    "InterceptDropped",
     "InterceptMessage",
     "Intercepted",
     "Outcome",
@@ -81,6 +82,17 @@ class Intercepted(Msg, tag=True, frozen=True):
     message: InterceptMessage
 
 
+class InterceptDropped(Msg, tag=True, frozen=True):
+    """A VTL0 action exited for a secure intercept, but VTL1's SINT0 could not take the message.
+
+    OpenHCL drops the message and VTL0 re-executes the instruction (it exits again): the action
+    did not complete and nothing changed. ``reason`` says why the slot refused it.
+    """
+
+    message: InterceptMessage
+    reason: str
+
+
 class Completed(Msg, tag=True, frozen=True):
     """An instruction completed; ``value`` is what an Rdmsr read."""
 
@@ -91,4 +103,6 @@ class Completed(Msg, tag=True, frozen=True):
             check_width("Completed", "value", self.value, 64)
 
 
-Outcome: TypeAlias = HypercallResult | ExceptionInjected | VtlSwitched | Intercepted | Completed
+Outcome: TypeAlias = (
+    HypercallResult | ExceptionInjected | VtlSwitched | Intercepted | InterceptDropped | Completed
+)

@@ -141,4 +141,5 @@ def _unwide(wide: _Wide) -> Message:
         except (KeyError, IndexError, TypeError) as exc:
             msg = f"wide patch path {patch.path} does not name an integer field"
             raise msgspec.ValidationError(msg) from exc
-    return msgspec.convert(builtins, Message)  # type: ignore[arg-type]  # a union alias is a type
+    message: Message = msgspec.convert(builtins, Message)
+    return message

@@ -7,19 +7,20 @@ when the ``async with`` block exits, and every partition is stopped then.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import msgspec
 
 from actors import PartitionConfig, SupervisorStatistics, TdxL2State, VpActor, VpStatistics
-from protocol import Action, InterceptMessage, Outcome, Vtl
-from protocol import HvRegisterName as Reg
+from protocol import Action, HvRegisterName as Reg, InterceptMessage, Outcome, Vtl
 
 from ._mailbox import current_backend
 from ._scheduler import BatchingScheduler, PartitionCells, SchedulerStatistics, VpCell
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
 
 __all__ = ("Partition", "PartitionStatistics", "Runtime", "RuntimeStatistics", "Vp", "open_runtime")
 
@@ -159,7 +160,7 @@ class Partition:
 
     def vp(self, index: int) -> Vp:
         """A handle on VP ``index``."""
-        if not isinstance(index, int) or not 0 <= index < self.vp_count:
+        if type(index) is not int or not 0 <= index < self.vp_count:
             msg = f"partition {self.partition_id}: vp index {index!r} out of range 0..{self.vp_count - 1}"
             raise ValueError(msg)
         return Vp(self._scheduler, self._cells.cells[index])
@@ -204,13 +205,12 @@ class Runtime:
         """Create a partition from ``PartitionConfig`` keywords; VP 0 runs from creation.
 
         Raises:
-            ValueError: a bad configuration value (the message names the field).
-            TypeError: an unknown keyword.
+            ValueError: a bad or unknown configuration field (the message names it).
         """
         if self.closed:
             msg = "create_partition failed: the runtime is closed"
             raise anyio.ClosedResourceError(msg)
-        partition_config = PartitionConfig(**config)  # type: ignore[arg-type]  # validated in __post_init__
+        partition_config = PartitionConfig.from_keywords(**config)
         cells = PartitionCells(next(self._ids), partition_config, self._scheduler)
         partition = Partition(self._scheduler, cells)
         self._partitions[cells.partition_id] = partition
@@ -233,9 +233,9 @@ class Runtime:
     def _close(self) -> None:
         self.closed = True
         for partition in self._partitions.values():
-            if not partition._cells.stopped:  # noqa: SLF001  # the runtime owns its partitions
+            if not partition._cells.stopped:  # the runtime owns its partitions
                 error = anyio.ClosedResourceError("the runtime was closed")
-                self._scheduler.stop_partition(partition._cells, error)  # noqa: SLF001
+                self._scheduler.stop_partition(partition._cells, error)
 
 
 @asynccontextmanager
@@ -258,7 +258,7 @@ async def open_runtime(
     if clock not in ("real", "virtual"):
         msg = f"open_runtime: clock must be 'real' or 'virtual', got {clock!r}"
         raise ValueError(msg)
-    if not isinstance(mailbox_capacity, int) or mailbox_capacity < 1:
+    if type(mailbox_capacity) is not int or mailbox_capacity < 1:
         msg = f"open_runtime: mailbox_capacity must be a positive int, got {mailbox_capacity!r}"
         raise ValueError(msg)
     scheduler = BatchingScheduler(
@@ -271,5 +271,5 @@ async def open_runtime(
         try:
             yield runtime
         finally:
-            runtime._close()  # noqa: SLF001  # the owner closes its runtime
+            runtime._close()  # the owner closes its runtime
             tg.cancel_scope.cancel()

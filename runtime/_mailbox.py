@@ -118,7 +118,7 @@ class _TrioSlot:
         self._done = False
 
     def _deliver(self, outcome: Any) -> None:
-        import trio  # noqa: PLC0415  # trio is only imported on the trio backend
+        import trio  # trio is only imported on the trio backend
 
         if self._done:
             return
@@ -130,17 +130,17 @@ class _TrioSlot:
             self._outcome = outcome
 
     def set(self, value: object) -> None:
-        import outcome  # noqa: PLC0415
+        import outcome
 
         self._deliver(outcome.Value(value))
 
     def fail(self, error: BaseException) -> None:
-        import outcome  # noqa: PLC0415
+        import outcome
 
         self._deliver(outcome.Error(error))
 
     async def wait(self) -> Any:
-        import trio  # noqa: PLC0415
+        import trio
 
         if self._done:
             await trio.lowlevel.checkpoint()
@@ -163,7 +163,7 @@ class _TrioWakeup:
         self._pending = False
 
     def notify(self) -> None:
-        import trio  # noqa: PLC0415
+        import trio
 
         if self._task is not None:
             task, self._task = self._task, None
@@ -172,7 +172,7 @@ class _TrioWakeup:
             self._pending = True
 
     async def wait(self) -> None:
-        import trio  # noqa: PLC0415
+        import trio
 
         if self._pending:
             self._pending = False
@@ -234,7 +234,7 @@ class Mailbox(Generic[T]):
         """Append ``message``; raise ``Busy`` when full and ClosedResourceError when closed."""
         queue = self._queue
         if self.closed:
-            import anyio  # noqa: PLC0415
+            import anyio
 
             msg = f"{owner} is stopped"
             raise anyio.ClosedResourceError(msg)

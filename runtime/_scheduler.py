@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import types
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -34,6 +33,8 @@ from actors import (
 from ._mailbox import Backend, Mailbox, ReplySlot
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anyio.abc import TaskStatus
 
 __all__ = ("BatchingScheduler", "PartitionCells", "SchedulerStatistics", "VpCell")
@@ -58,7 +59,9 @@ class VpCell:
 
     __slots__ = ("actor", "dirty", "mailbox", "partition", "pending", "resume", "scheduled")
 
-    def __init__(self, actor: VpActor, partition: PartitionCells, capacity: int, schedule: Callable[[VpCell], None]) -> None:
+    def __init__(
+        self, actor: VpActor, partition: PartitionCells, capacity: int, schedule: Callable[[VpCell], None]
+    ) -> None:
         self.actor = actor
         self.partition = partition
         self.scheduled = False
@@ -254,7 +257,9 @@ class BatchingScheduler:
             self._flusher_wakeup = anyio.Event()
             while self._dirty:
                 now = anyio.current_time()
-                earliest = min(since + cell.partition.config.batch_window for cell, since in self._dirty.items())
+                earliest = min(
+                    since + cell.partition.config.batch_window for cell, since in self._dirty.items()
+                )
                 if earliest > now:
                     await anyio.sleep(earliest - now)
                     now = anyio.current_time()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from protocol import InitialVpContext
 from protocol._x86 import (
@@ -22,6 +22,9 @@ from protocol._x86 import (
     table,
 )
 from runtime import Partition, Runtime, open_runtime
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 #: Flat 64-bit code and data segments, CPL 0.
 CODE64 = segment(selector=0x08, limit=0xFFFF_FFFF, attributes=0xA09B)
