@@ -150,10 +150,13 @@ class RegisterFile:
 
     def commit(self) -> dict[int, int]:
         """Apply every staged write; return the names whose committed value changed, old values."""
+        staged = self.staged
+        if not staged:
+            return {}
         changed: dict[int, int] = {}
         committed = self.committed
         reset = self.reset
-        for name, value in self.staged.items():
+        for name, value in staged.items():
             old = committed.get(name, reset[name])
             if old != value:
                 changed[name] = old

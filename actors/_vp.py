@@ -9,7 +9,7 @@ as OpenHCL processes wake reasons before re-entering the guest.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -24,6 +24,7 @@ from protocol import (
     MemoryAccess,
     ModifyVtlProtectionMask,
     MovToCr,
+    Outcome,
     Rdmsr,
     SetVpRegisters,
     StartVirtualProcessor,
@@ -34,6 +35,7 @@ from protocol import (
     Wrmsr,
     Xsetbv,
 )
+from protocol._x86 import CR0_ET
 
 from ._access import validate_context_value
 from ._errors import VpFailed, VpNotRunning
@@ -59,6 +61,29 @@ if TYPE_CHECKING:
     from ._vsm import LoadVtlContext, PartitionView, VpControl
 
 __all__ = ("VpActor", "VpStatistics")
+
+# Dispatch by exact type: a dict lookup instead of a chain of isinstance checks (hot path).
+_INSTRUCTIONS: dict[type, Callable[[VpState, Any], Outcome]] = {
+    Rdmsr: rdmsr,
+    Wrmsr: wrmsr,
+    MovToCr: mov_to_cr,
+    WriteVtlControl: write_vtl_control,
+    Xsetbv: xsetbv,
+    LoadTableRegister: load_table_register,
+}
+_HYPERCALLS = frozenset(
+    {
+        GetVpRegisters,
+        SetVpRegisters,
+        ModifyVtlProtectionMask,
+        VtlCall,
+        VtlReturn,
+        EnablePartitionVtl,
+        EnableVpVtl,
+        StartVirtualProcessor,
+        Hypercall,
+    }
+)
 
 _CONTEXT_CHECKED = (Reg.EFER, Reg.CR4, Reg.PAT)
 
@@ -107,9 +132,15 @@ class VpActor:
         return bool(self._controls)
 
     def apply_controls(self) -> None:
-        """Apply pending control messages in arrival order (VTL1 before VTL0 within a wake)."""
-        while self._controls:
-            self._apply(self._controls.popleft())
+        """Apply pending control messages: VTL1's before VTL0's, else in arrival order.
+
+        OpenHCL processes a VP's start/enable wake reasons VTL1 first, then VTL0, so a VTL0
+        start that waits beside a VTL1 enable sees VTL1 enabled and lets VTL1 run first.
+        """
+        controls = sorted(self._controls, key=lambda control: control.vtl != Vtl.VTL1)
+        self._controls.clear()
+        for control in controls:
+            self._apply(control)
 
     def _apply(self, control: LoadVtlContext) -> None:
         st = self.state
@@ -128,7 +159,8 @@ class VpActor:
             return
         if control.vtl == Vtl.VTL1 and st.vtl1 is None:
             st.vtl1 = GuestVsmVpState()
-        st.load_context(control.vtl, context)
+        # TDX set_registers writes CR0 with ET forced on (``write_cr0``), as for SetVpRegisters.
+        st.load_context(control.vtl, msgspec.structs.replace(context, cr0=context.cr0 | CR0_ET))
         if control.start:
             st.running = True
             if control.vtl == Vtl.VTL1 or st.vtl1 is not None:
@@ -158,39 +190,18 @@ class VpActor:
         if vtl == Vtl.VTL0 and st.vtl1 is not None and st.vtl1.pending_event is not None:
             # VTL0 is about to run: the event VTL1 injected is delivered instead of the action.
             return deliver_pending_event(st)
-        match action:
-            case (
-                GetVpRegisters()
-                | SetVpRegisters()
-                | ModifyVtlProtectionMask()
-                | VtlCall()
-                | VtlReturn()
-                | EnablePartitionVtl()
-                | EnableVpVtl()
-                | StartVirtualProcessor()
-                | Hypercall()
-            ):
-                result = handle_hypercall(st, self._view, action)
-                if st.active_vtl != vtl:
-                    self.vtl_switches += 1
-                return result
-            case Rdmsr():
-                return rdmsr(st, action)
-            case Wrmsr():
-                return wrmsr(st, action)
-            case MovToCr():
-                return mov_to_cr(st, action)
-            case WriteVtlControl():
-                return write_vtl_control(st, action)
-            case Xsetbv():
-                return xsetbv(st, action)
-            case LoadTableRegister():
-                return load_table_register(st, action)
-            case MemoryAccess():
-                return memory_access(st, self._view(), action)
-            case _:
-                msg = f"vp {st.index} ({vtl.name}): not a guest action: {action!r}"
-                raise TypeError(msg)
+        handler = _INSTRUCTIONS.get(type(action))
+        if handler is not None:
+            return handler(st, action)
+        if type(action) in _HYPERCALLS:
+            result = handle_hypercall(st, self._view, action)  # type: ignore[arg-type]  # checked
+            if st.active_vtl != vtl:
+                self.vtl_switches += 1
+            return result
+        if type(action) is MemoryAccess:
+            return memory_access(st, self._view(), action)
+        msg = f"vp {st.index} ({vtl.name}): not a guest action: {action!r}"
+        raise TypeError(msg)
 
     # ---- inspection (simulator-side, never guest-visible) -----------------------------------------
 
