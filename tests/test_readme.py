@@ -1,0 +1,41 @@
+"""The README's promises: two set-up commands, CI running the second verbatim, a working example."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+
+
+def test_readme_opens_with_two_commands() -> None:
+    """The first code block holds exactly two commands: the main job, then the tests."""
+    first = README.index("```")
+    assert README[:first].strip() == "# tdvsm"
+    commands = _blocks("sh")[0].strip().splitlines()
+    assert len(commands) == 2
+    assert commands[0].endswith("tdvsm run")
+    assert "pytest" in commands[1]
+    assert "[test]" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    """.ci/run contains the README's test command character for character."""
+    test_command = _blocks("sh")[0].strip().splitlines()[1]
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_python_example_runs() -> None:
+    """The Python example of the README runs as written."""
+    code = _blocks("python")[0]
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "TdxL2State(" in done.stdout
