@@ -12,12 +12,12 @@ from actors import Busy, VpNotRunning
 from protocol import (
     EnablePartitionVtl,
     GetVpRegisters,
+    HvRegisterName as Reg,
     HvStatus,
     HypercallResult,
     Rdmsr,
     Vtl,
 )
-from protocol import HvRegisterName as Reg
 from protocol._x86 import RESET_RIP, Msr
 from runtime import open_runtime
 from tests.guest import checked_runtime, new_partition
@@ -96,7 +96,7 @@ async def test_inspection_refuses_vtl2_and_unknown_registers() -> None:
     """Inspection takes VTL0 or VTL1 and registers held in a register file."""
     async with checked_runtime() as rt:
         vp = (await new_partition(rt)).vp(0)
-        with pytest.raises(ValueError, match="VTL0 or Vtl.VTL1"):
+        with pytest.raises(ValueError, match=r"VTL0 or Vtl\.VTL1"):
             await vp.tdx_state(Vtl.VTL2)
         with pytest.raises(ValueError, match="not held"):
             await vp.registers(Vtl.VTL0, [Reg.VSM_VP_STATUS])
