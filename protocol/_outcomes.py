@@ -94,12 +94,13 @@ class InterceptDropped(Msg, tag=True, frozen=True):
 
 
 class Completed(Msg, tag=True, frozen=True):
-    """An instruction completed; ``value`` is what an Rdmsr read (64 bits, by construction).
-
-    No width check on construction: this is the hottest outcome, and only the simulator makes it.
-    """
+    """An instruction completed; ``value`` is what an Rdmsr read."""
 
     value: U64 | None = None
+
+    def __post_init__(self) -> None:
+        if self.value is not None and self.value >> 64:
+            check_width("Completed", "value", self.value, 64)
 
 
 Outcome: TypeAlias = (
