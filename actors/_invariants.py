@@ -38,7 +38,7 @@ def vp_violations(vp: VpState) -> list[str]:
     for vtl in vtls:
         state = vp.vtls[vtl]
         read = state.regs.read_committed
-        vmcs = state.vmcs
+        vmcs = state.vmcs.full()
         where = f"vp {vp.index} {vtl.name}"
         efer, cr0, cr4 = read(Reg.EFER), read(Reg.CR0), read(Reg.CR4)
         lma = bool(efer & EFER_LMA)

@@ -19,6 +19,7 @@ from ._tdx import (
     NO_REGISTRATION,
     CrRegistration,
     TdxL2State,
+    VmcsImage,
     derive_lma,
     mode_fields,
     register_fields,
@@ -31,6 +32,18 @@ if TYPE_CHECKING:
 __all__ = ("GuestVsmVpState", "VpState", "VtlState")
 
 _PRIVATE_RESET_BSP: Final = PRIVATE_RESET | {Reg.APIC_BASE: APIC_BASE_DEFAULT | APIC_BASE_BSP}
+#: Reset VMCS images, shared by every VP with the same (VTL, CR4 FIXED1): never mutated.
+_RESET_IMAGES: dict[tuple[int, int], dict[int, int]] = {}
+
+
+def _reset_image(vtl: Vtl, vmx_cr4_fixed1: int) -> dict[int, int]:
+    key = (vtl, vmx_cr4_fixed1)
+    image = _RESET_IMAGES.get(key)
+    if image is None:
+        # APIC_BASE (the only BSP difference) is not a VMCS field, so one image fits every VP.
+        image = vmcs_image(vtl, PRIVATE_RESET.__getitem__, NO_REGISTRATION, vmx_cr4_fixed1)
+        _RESET_IMAGES[key] = image
+    return image
 
 
 class GuestVsmVpState:
@@ -81,7 +94,7 @@ class VtlState:
         self.registration = NO_REGISTRATION
         self.staged_registration: CrRegistration | None = None
         self.staged_updates = 0
-        self.vmcs = vmcs_image(vtl, self.regs.read_committed, NO_REGISTRATION, vmx_cr4_fixed1)
+        self.vmcs = VmcsImage(_reset_image(vtl, vmx_cr4_fixed1))
         self.vmcs_writes = 0
         self.commits = 0
         # VP assist page VTL control block (offsets 0x08, 0x10, 0x18).
@@ -250,5 +263,5 @@ class VpState:
         """The committed derived state of ``vtl`` (call ``commit`` first to include staging)."""
         state = self.vtls[vtl]
         return TdxL2State.from_image(
-            state.vtl, state.vmcs, vmcs_writes=state.vmcs_writes, commits=state.commits
+            state.vtl, state.vmcs.full(), vmcs_writes=state.vmcs_writes, commits=state.commits
         )

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = (
     "CrRegistration",
     "TdxL2State",
+    "VmcsImage",
     "VmcsField",
     "derive_lma",
     "vmcs_image",
@@ -185,6 +186,27 @@ def mode_fields(
         else:
             bit = False
         yield VmcsField.MSR_BITMAP_WRITE | msr, int(bit)
+
+
+class VmcsImage(dict[int, int]):
+    """A VMCS image stored as the fields that differ from a shared reset image.
+
+    Every VP starts from the same image, so each keeps only its own changes (an idle VP costs
+    an empty dict); reading a field it never wrote falls back to the reset image.
+    """
+
+    __slots__ = ("reset",)
+
+    def __init__(self, reset: dict[int, int]) -> None:
+        super().__init__()
+        self.reset = reset
+
+    def __missing__(self, field: int) -> int:
+        return self.reset[field]
+
+    def full(self) -> dict[int, int]:
+        """Every field, reset values included."""
+        return self.reset | self
 
 
 def vmcs_image(

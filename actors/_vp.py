@@ -8,7 +8,6 @@ as OpenHCL processes wake reasons before re-entering the guest.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -111,7 +110,7 @@ class VpActor:
         self.state = VpState(index, config)
         self._view = view
         # Bounded by construction: each VP can be enabled once and started once.
-        self._controls: deque[VpControl] = deque(maxlen=4)
+        self._controls: list[VpControl] = []
         self.actions = 0
         self.vtl_switches = 0
 
