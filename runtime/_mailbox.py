@@ -215,24 +215,31 @@ class Mailbox(Generic[T]):
     """A bounded FIFO of messages for one actor; ``put`` raises ``Busy`` when full.
 
     The mailbox does not wake anyone itself: ``on_first`` is called when it goes from empty
-    to non-empty, so the scheduler can put the actor on its ready queue.
+    to non-empty, so the scheduler can put the actor on its ready queue. The queue is only
+    allocated by the first message, so an actor that never gets mail costs no deque.
     """
 
     __slots__ = ("_on_first", "_queue", "capacity", "closed", "high_water")
 
     def __init__(self, capacity: int, on_first: Callable[[], None]) -> None:
-        self._queue: deque[T] = deque()
+        self._queue: deque[T] | None = None
         self._on_first = on_first
         self.capacity = capacity
         self.closed = False
         self.high_water = 0
 
     def __len__(self) -> int:
-        return len(self._queue)
-
-    def put(self, message: T, owner: str) -> None:
-        """Append ``message``; raise ``Busy`` when full and ClosedResourceError when closed."""
         queue = self._queue
+        return len(queue) if queue is not None else 0
+
+    def put(self, message: T, owner: object) -> None:
+        """Append ``message``; raise ``Busy`` when full and ClosedResourceError when closed.
+
+        ``owner`` names the actor in those errors; it is only formatted when one is raised.
+        """
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
         if self.closed:
             import anyio
 
@@ -250,10 +257,13 @@ class Mailbox(Generic[T]):
 
     def get(self) -> T:
         """Pop the oldest message (the caller checks ``len`` first)."""
+        assert self._queue is not None  # len() > 0 implies a queue
         return self._queue.popleft()
 
     def drain(self) -> list[T]:
         """Remove and return every queued message."""
+        if self._queue is None:
+            return []
         items = list(self._queue)
         self._queue.clear()
         return items
