@@ -186,22 +186,31 @@ class BatchingScheduler:
         elif cell.mailbox:
             kind, payload, slot = cell.mailbox.get()
             try:
-                if kind == _ACTION:
-                    result = actor.execute(payload)
-                    if type(result) is _GENERATOR:
-                        self._drive(cell, result, slot, True, None)
-                    else:
-                        slot.set(result)
-                else:
-                    slot.set(payload(actor))
-                if self.check_invariants:
-                    check_vp_invariants(actor.state)
+                result = actor.execute(payload) if kind == _ACTION else payload(actor)
             except Exception as exc:  # delivered to the caller: the actor carries on
                 self.errors += 1
                 slot.fail(exc)
+            else:
+                if type(result) is _GENERATOR:
+                    self._drive(cell, result, slot, True, None)
+                elif self._invariants_hold(cell, slot):
+                    slot.set(result)
         elif actor.has_controls:
             actor.apply_controls()  # woken by the supervisor
+            if self.check_invariants:
+                check_vp_invariants(actor.state)  # nobody waits on this step: stop the runtime
         self._after_step(cell)
+
+    def _invariants_hold(self, cell: VpCell, slot: ReplySlot) -> bool:
+        """Check the step's invariants *before* replying: a slot that is set ignores ``fail``."""
+        if self.check_invariants:
+            try:
+                check_vp_invariants(cell.actor.state)
+            except Exception as exc:  # InternalError, delivered to the caller
+                self.errors += 1
+                slot.fail(exc)
+                return False
+        return True
 
     def _after_step(self, cell: VpCell) -> None:
         vtls = cell.actor.state.vtls
@@ -216,11 +225,15 @@ class BatchingScheduler:
         try:
             request = generator.send(value) if ok else generator.throw(value)
         except StopIteration as stop:
-            slot.set(stop.value)
+            if self._invariants_hold(cell, slot):
+                slot.set(stop.value)
             return
         except Exception as exc:
             self.errors += 1
             slot.fail(exc)
+            return
+        if not self._invariants_hold(cell, slot):
+            generator.close()
             return
         cell.pending = (generator, slot)
         partition = cell.partition
