@@ -53,7 +53,7 @@ def _check_input_vtl(owner: str, target_vtl: int | None) -> None:
         check_width(owner, "target_vtl", target_vtl, 4)
 
 
-class RegisterAssoc(Msg, tag=True, frozen=True):
+class RegisterAssoc(Msg, tag=True, frozen=True, kw_only=True):
     """One element of SetVpRegisters: a register name and a value of up to 128 bits."""
 
     name: U32
@@ -63,7 +63,7 @@ class RegisterAssoc(Msg, tag=True, frozen=True):
         check_width("RegisterAssoc", "value", self.value, 128)
 
 
-class InitialVpContext(Msg, tag=True, frozen=True):
+class InitialVpContext(Msg, tag=True, frozen=True, kw_only=True):
     """InitialVpContextX64 (224 bytes): segment and table registers are packed 128-bit values."""
 
     rip: U64 = 0
@@ -95,7 +95,7 @@ class InitialVpContext(Msg, tag=True, frozen=True):
 # ---- Hypercalls ---------------------------------------------------------------------------------
 
 
-class EnablePartitionVtl(Msg, tag=True, frozen=True):
+class EnablePartitionVtl(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallEnablePartitionVtl (0x000D). ``target_vtl`` is the raw input byte."""
 
     target_vtl: U8
@@ -108,7 +108,7 @@ class EnablePartitionVtl(Msg, tag=True, frozen=True):
         check_width("EnablePartitionVtl", "partition_id", self.partition_id, 64)
 
 
-class EnableVpVtl(Msg, tag=True, frozen=True):
+class EnableVpVtl(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallEnableVpVtl (0x000F): enable VTL1 on a VP with an initial VTL1 context."""
 
     vp_index: U32
@@ -120,7 +120,7 @@ class EnableVpVtl(Msg, tag=True, frozen=True):
         check_width("EnableVpVtl", "partition_id", self.partition_id, 64)
 
 
-class StartVirtualProcessor(Msg, tag=True, frozen=True):
+class StartVirtualProcessor(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallStartVirtualProcessor (0x0099): start an AP in a VTL with an initial context."""
 
     vp_index: U32
@@ -132,7 +132,7 @@ class StartVirtualProcessor(Msg, tag=True, frozen=True):
         check_width("StartVirtualProcessor", "partition_id", self.partition_id, 64)
 
 
-class GetVpRegisters(Msg, tag=True, frozen=True):
+class GetVpRegisters(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallGetVpRegisters (0x0050, rep): one element per register name."""
 
     names: list[U32]
@@ -147,7 +147,7 @@ class GetVpRegisters(Msg, tag=True, frozen=True):
         _check_input_vtl("GetVpRegisters", self.target_vtl)
 
 
-class SetVpRegisters(Msg, tag=True, frozen=True):
+class SetVpRegisters(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallSetVpRegisters (0x0051, rep): one element per (name, value)."""
 
     registers: list[RegisterAssoc]
@@ -162,7 +162,7 @@ class SetVpRegisters(Msg, tag=True, frozen=True):
         _check_input_vtl("SetVpRegisters", self.target_vtl)
 
 
-class ModifyVtlProtectionMask(Msg, tag=True, frozen=True):
+class ModifyVtlProtectionMask(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallModifyVtlProtectionMask (0x000C, rep): set VTL0's access to guest pages."""
 
     gpns: list[U64]
@@ -179,7 +179,7 @@ class ModifyVtlProtectionMask(Msg, tag=True, frozen=True):
             check_width("ModifyVtlProtectionMask", "gpns[]", gpn, 64)
 
 
-class VtlCall(Msg, tag=True, frozen=True):
+class VtlCall(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallVtlCall (0x0011): ``input`` is RAX, ``control_flags`` any control bits besides the code."""
 
     input: U64 = 0
@@ -190,7 +190,7 @@ class VtlCall(Msg, tag=True, frozen=True):
         check_width("VtlCall", "control_flags", self.control_flags, 64)
 
 
-class VtlReturn(Msg, tag=True, frozen=True):
+class VtlReturn(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallVtlReturn (0x0012): ``fast`` is input bit 0; ``input`` overrides the whole RAX."""
 
     fast: bool = False
@@ -208,7 +208,7 @@ class VtlReturn(Msg, tag=True, frozen=True):
         return int(self.fast) if self.input is None else self.input
 
 
-class WriteVtlControl(Msg, tag=True, frozen=True):
+class WriteVtlControl(Msg, tag=True, frozen=True, kw_only=True):
     """The guest writes its own VP assist page's VTL control block: the VTL-return RAX/RCX.
 
     A plain memory write, not an exit: VTL1 sets the values a normal VtlReturn loads into
@@ -223,7 +223,7 @@ class WriteVtlControl(Msg, tag=True, frozen=True):
         check_width("WriteVtlControl", "return_rcx", self.return_rcx, 64)
 
 
-class Hypercall(Msg, tag=True, frozen=True):
+class Hypercall(Msg, tag=True, frozen=True, kw_only=True):
     """A raw hypercall by code, for codes that have no action of their own."""
 
     code: U16
@@ -235,7 +235,7 @@ class Hypercall(Msg, tag=True, frozen=True):
 # ---- Exiting instructions ----------------------------------------------------------------------
 
 
-class MovToCr(Msg, tag=True, frozen=True):
+class MovToCr(Msg, tag=True, frozen=True, kw_only=True):
     """MOV to CR0 or CR4 (exits to the paravisor on TDX)."""
 
     cr: Literal[0, 4]
@@ -245,7 +245,7 @@ class MovToCr(Msg, tag=True, frozen=True):
         check_width("MovToCr", "value", self.value, 64)
 
 
-class Wrmsr(Msg, tag=True, frozen=True):
+class Wrmsr(Msg, tag=True, frozen=True, kw_only=True):
     """WRMSR: ``value`` is EDX:EAX."""
 
     msr: U32
@@ -255,13 +255,13 @@ class Wrmsr(Msg, tag=True, frozen=True):
         check_width("Wrmsr", "value", self.value, 64)
 
 
-class Rdmsr(Msg, tag=True, frozen=True):
+class Rdmsr(Msg, tag=True, frozen=True, kw_only=True):
     """RDMSR; completes with the value read."""
 
     msr: U32
 
 
-class Xsetbv(Msg, tag=True, frozen=True):
+class Xsetbv(Msg, tag=True, frozen=True, kw_only=True):
     """XSETBV with ECX = 0: ``value`` is the new XCR0 (XFEM)."""
 
     value: U64
@@ -270,7 +270,7 @@ class Xsetbv(Msg, tag=True, frozen=True):
         check_width("Xsetbv", "value", self.value, 64)
 
 
-class LoadTableRegister(Msg, tag=True, frozen=True):
+class LoadTableRegister(Msg, tag=True, frozen=True, kw_only=True):
     """LGDT, LIDT, LLDT or LTR with a packed register value."""
 
     which: Literal["gdtr", "idtr", "ldtr", "tr"]
@@ -280,7 +280,7 @@ class LoadTableRegister(Msg, tag=True, frozen=True):
         check_width("LoadTableRegister", "value", self.value, 128)
 
 
-class MemoryAccess(Msg, tag=True, frozen=True):
+class MemoryAccess(Msg, tag=True, frozen=True, kw_only=True):
     """A guest access to guest-physical memory."""
 
     gpa: U64

@@ -27,5 +27,7 @@ def check_width(owner: str, field: str, value: int, bits: int) -> None:
 class Msg(msgspec.Struct, tag_field="type", frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every protocol message; the wire tag (field ``type``) is the class name.
 
-    The tag field is not ``kind`` because ``MemoryAccess.kind`` is part of the API.
+    The tag field is not ``kind`` because ``MemoryAccess.kind`` is part of the API. msgspec
+    applies ``frozen`` and ``kw_only`` only to the class that declares them, so every subclass
+    repeats both.
     """

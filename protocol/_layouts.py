@@ -52,7 +52,7 @@ class _BitView(msgspec.Struct, frozen=True, kw_only=True):
         return value
 
 
-class VsmPartitionConfig(_BitView, frozen=True):
+class VsmPartitionConfig(_BitView, frozen=True, kw_only=True):
     """HvRegisterVsmPartitionConfig (0x000D0007); OpenHCL CVMs accept only bits 0-6."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -87,7 +87,7 @@ class VsmPartitionConfig(_BitView, frozen=True):
     intercept_system_reset: bool = False
 
 
-class HvMapGpaFlags(_BitView, frozen=True):
+class HvMapGpaFlags(_BitView, frozen=True, kw_only=True):
     """HvMapGpaFlags (u32): VTL protection flags; bit 2 is KX, bit 3 is UX (follow the code)."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -113,7 +113,7 @@ class HvMapGpaFlags(_BitView, frozen=True):
     adjustable: bool = False
 
 
-class VsmVpSecureVtlConfig(_BitView, frozen=True):
+class VsmVpSecureVtlConfig(_BitView, frozen=True, kw_only=True):
     """HvRegisterVsmVpSecureVtlConfig (VsmVpSecureConfigVtl0, 0x000D0010)."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -129,7 +129,7 @@ class VsmVpSecureVtlConfig(_BitView, frozen=True):
     hardware_hvpt_enabled: bool = False
 
 
-class CrInterceptControl(_BitView, frozen=True):
+class CrInterceptControl(_BitView, frozen=True, kw_only=True):
     """HvRegisterCrInterceptControl (0x000E0000): which VTL0 writes VTL1 intercepts."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -197,7 +197,7 @@ class CrInterceptControl(_BitView, frozen=True):
     msr_interrupt_ssp_table_addr_write: bool = False
 
 
-class VsmVpStatus(_BitView, frozen=True):
+class VsmVpStatus(_BitView, frozen=True, kw_only=True):
     """HvRegisterVsmVpStatus (0x000D0003)."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -211,7 +211,7 @@ class VsmVpStatus(_BitView, frozen=True):
     enabled_vtl_set: int = 0
 
 
-class VsmPartitionStatus(_BitView, frozen=True):
+class VsmPartitionStatus(_BitView, frozen=True, kw_only=True):
     """HvRegisterVsmPartitionStatus (0x000D0004)."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -227,7 +227,7 @@ class VsmPartitionStatus(_BitView, frozen=True):
     supervisor_shadow_stack_enabled_vtl_set: int = 0
 
 
-class VsmCapabilities(_BitView, frozen=True):
+class VsmCapabilities(_BitView, frozen=True, kw_only=True):
     """HvRegisterVsmCapabilities (0x000D0006), OpenVMM's layout (not the TLFS one)."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -263,7 +263,7 @@ class VsmCapabilities(_BitView, frozen=True):
     proxy_interrupt_redirect_available: bool = False
 
 
-class PendingExceptionEvent(_BitView, frozen=True):
+class PendingExceptionEvent(_BitView, frozen=True, kw_only=True):
     """PendingEvent0 as HvX64PendingExceptionEvent (u128)."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -283,7 +283,7 @@ class PendingExceptionEvent(_BitView, frozen=True):
     exception_parameter: int = 0
 
 
-class SynicSint(_BitView, frozen=True):
+class SynicSint(_BitView, frozen=True, kw_only=True):
     """HvSynicSint: a synthetic interrupt source."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -301,7 +301,7 @@ class SynicSint(_BitView, frozen=True):
     proxy: bool = False
 
 
-class SegmentRegister(_BitView, frozen=True):
+class SegmentRegister(_BitView, frozen=True, kw_only=True):
     """HvX64SegmentRegister as a 128-bit register value."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {
@@ -322,7 +322,7 @@ class SegmentRegister(_BitView, frozen=True):
         return (self.attributes >> 5) & 3
 
 
-class TableRegister(_BitView, frozen=True):
+class TableRegister(_BitView, frozen=True, kw_only=True):
     """HvX64TableRegister (GDTR/IDTR) as a 128-bit register value."""
 
     _FIELDS: ClassVar[dict[str, tuple[int, int]]] = {

@@ -19,7 +19,7 @@ __all__ = (
 )
 
 
-class HypercallResult(Msg, tag=True, frozen=True):
+class HypercallResult(Msg, tag=True, frozen=True, kw_only=True):
     """A hypercall that returned a status; ``values`` is GetVpRegisters' completed prefix."""
 
     status: HvStatus
@@ -31,21 +31,21 @@ class HypercallResult(Msg, tag=True, frozen=True):
             check_width("HypercallResult", "values[]", value, 128)
 
 
-class ExceptionInjected(Msg, tag=True, frozen=True):
+class ExceptionInjected(Msg, tag=True, frozen=True, kw_only=True):
     """An exception injected into the acting VTL (#UD, #GP ...); nothing else changed."""
 
     vector: U8
     error_code: U32 | None = None
 
 
-class VtlSwitched(Msg, tag=True, frozen=True):
+class VtlSwitched(Msg, tag=True, frozen=True, kw_only=True):
     """A VTL call (to VTL1, entry reason 1) or a VTL return (to VTL0)."""
 
     to_vtl: Vtl
     entry_reason: U32 = 0
 
 
-class InterceptMessage(Msg, tag=True, frozen=True):
+class InterceptMessage(Msg, tag=True, frozen=True, kw_only=True):
     """A secure intercept message (HvX64InterceptMessageHeader plus its payload).
 
     ``rip`` is the faulting instruction (not advanced). Per type, ``register_name`` and
@@ -76,13 +76,13 @@ class InterceptMessage(Msg, tag=True, frozen=True):
             check_width("InterceptMessage", "value", self.value, 128)
 
 
-class Intercepted(Msg, tag=True, frozen=True):
+class Intercepted(Msg, tag=True, frozen=True, kw_only=True):
     """A VTL0 action hit a secure intercept: not applied; VTL1 is active with the message."""
 
     message: InterceptMessage
 
 
-class InterceptDropped(Msg, tag=True, frozen=True):
+class InterceptDropped(Msg, tag=True, frozen=True, kw_only=True):
     """A VTL0 action exited for a secure intercept, but VTL1's SINT0 could not take the message.
 
     OpenHCL drops the message and VTL0 re-executes the instruction (it exits again): the action
@@ -93,7 +93,7 @@ class InterceptDropped(Msg, tag=True, frozen=True):
     reason: str
 
 
-class Completed(Msg, tag=True, frozen=True):
+class Completed(Msg, tag=True, frozen=True, kw_only=True):
     """An instruction completed; ``value`` is what an Rdmsr read."""
 
     value: U64 | None = None

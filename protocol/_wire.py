@@ -37,7 +37,7 @@ _U64_LIMIT = 1 << 64
 _U64_MASK = _U64_LIMIT - 1
 
 
-class Request(Msg, tag=True, frozen=True):
+class Request(Msg, tag=True, frozen=True, kw_only=True):
     """A control plane asks VP ``vp_index`` of partition ``partition`` to perform ``action``."""
 
     id: U64
@@ -46,14 +46,14 @@ class Request(Msg, tag=True, frozen=True):
     action: Action
 
 
-class Reply(Msg, tag=True, frozen=True):
+class Reply(Msg, tag=True, frozen=True, kw_only=True):
     """The outcome of the request with the same ``id``."""
 
     id: U64
     outcome: Outcome
 
 
-class ErrorReply(Msg, tag=True, frozen=True):
+class ErrorReply(Msg, tag=True, frozen=True, kw_only=True):
     """A request that produced no guest-visible outcome: ``code`` says why."""
 
     id: U64
@@ -66,7 +66,7 @@ Message: TypeAlias = (
 )
 
 
-class _Patch(Msg, tag=True, frozen=True):
+class _Patch(Msg, tag=True, frozen=True, kw_only=True):
     """One wide integer of a ``_Wide`` envelope: where it goes and its two halves."""
 
     path: list[str | int]
@@ -74,7 +74,7 @@ class _Patch(Msg, tag=True, frozen=True):
     high: U64
 
 
-class _Wide(Msg, tag="Wide", frozen=True):
+class _Wide(Msg, tag="Wide", frozen=True, kw_only=True):
     """A message with its wider-than-64-bit integers zeroed, and the patches that restore them."""
 
     message: Message
