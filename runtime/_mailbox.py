@@ -214,16 +214,18 @@ def current_backend() -> Backend:
 class Mailbox(Generic[T]):
     """A bounded FIFO of messages for one actor; ``put`` raises ``Busy`` when full.
 
-    The mailbox does not wake anyone itself: ``on_first`` is called when it goes from empty
-    to non-empty, so the scheduler can put the actor on its ready queue. The queue is only
-    allocated by the first message, so an actor that never gets mail costs no deque.
+    The mailbox does not wake anyone itself: ``on_first(owner)`` is called when it goes from
+    empty to non-empty, so the scheduler can put the actor on its ready queue. ``owner`` also
+    names the actor in errors (formatted only when one is raised). The queue is allocated by
+    the first message, so an actor that never gets mail costs no deque.
     """
 
-    __slots__ = ("_on_first", "_queue", "capacity", "closed", "high_water")
+    __slots__ = ("_on_first", "_owner", "_queue", "capacity", "closed", "high_water")
 
-    def __init__(self, capacity: int, on_first: Callable[[], None]) -> None:
+    def __init__(self, capacity: int, on_first: Callable[[Any], None], owner: object) -> None:
         self._queue: deque[T] | None = None
         self._on_first = on_first
+        self._owner = owner
         self.capacity = capacity
         self.closed = False
         self.high_water = 0
@@ -232,28 +234,25 @@ class Mailbox(Generic[T]):
         queue = self._queue
         return len(queue) if queue is not None else 0
 
-    def put(self, message: T, owner: object) -> None:
-        """Append ``message``; raise ``Busy`` when full and ClosedResourceError when closed.
-
-        ``owner`` names the actor in those errors; it is only formatted when one is raised.
-        """
+    def put(self, message: T) -> None:
+        """Append ``message``; raise ``Busy`` when full and ClosedResourceError when closed."""
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
         if self.closed:
             import anyio
 
-            msg = f"{owner} is stopped"
+            msg = f"{self._owner} is stopped"
             raise anyio.ClosedResourceError(msg)
         depth = len(queue)
         if depth >= self.capacity:
-            msg = f"{owner}: mailbox full ({self.capacity} messages waiting)"
+            msg = f"{self._owner}: mailbox full ({self.capacity} messages waiting)"
             raise Busy(msg)
         queue.append(message)
         if depth + 1 > self.high_water:
             self.high_water = depth + 1
         if not depth:
-            self._on_first()
+            self._on_first(self._owner)
 
     def get(self) -> T:
         """Pop the oldest message (the caller checks ``len`` first)."""

@@ -57,7 +57,7 @@ class SchedulerStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class VpCell:
     """The runtime side of one VP actor: its mailbox and scheduling state."""
 
-    __slots__ = ("actor", "dirty", "mailbox", "partition", "pending", "resume", "scheduled")
+    __slots__ = ("actor", "mailbox", "partition", "pending", "resume", "scheduled")
 
     def __init__(
         self, actor: VpActor, partition: PartitionCells, capacity: int, schedule: Callable[[VpCell], None]
@@ -65,14 +65,17 @@ class VpCell:
         self.actor = actor
         self.partition = partition
         self.scheduled = False
-        self.dirty = False
         # A hypercall waiting for the supervisor: (generator, reply slot).
         self.pending: tuple[Any, ReplySlot] | None = None
         self.resume: tuple[bool, Any] | None = None
-        self.mailbox: Mailbox[tuple[int, Any, ReplySlot]] = Mailbox(capacity, lambda: schedule(self))
+        self.mailbox: Mailbox[tuple[int, Any, ReplySlot]] = Mailbox(capacity, schedule, self)
 
     def __repr__(self) -> str:
         return f"<VpCell partition={self.partition.partition_id} {self.actor!r} depth={len(self.mailbox)}>"
+
+    def __str__(self) -> str:
+        st = self.actor.state
+        return f"partition {self.partition.partition_id} vp {st.index} ({st.active_vtl.name})"
 
 
 class PartitionCells:
@@ -84,7 +87,8 @@ class PartitionCells:
         self.partition_id = partition_id
         self.config = config
         self.supervisor = PartitionSupervisor(partition_id, config)
-        self.requests: deque[tuple[SupervisorRequest, VpCell]] = deque()
+        # Supervisor mailbox: short (one request per waiting VP at most), so a list will do.
+        self.requests: list[tuple[SupervisorRequest, VpCell]] = []
         self.scheduled = False
         self.stopped = False
         view = self.supervisor.view
@@ -144,11 +148,11 @@ class BatchingScheduler:
 
     def post_action(self, cell: VpCell, action: object, slot: ReplySlot) -> None:
         """Queue a guest action for a VP."""
-        cell.mailbox.put((_ACTION, action, slot), _owner(cell))
+        cell.mailbox.put((_ACTION, action, slot))
 
     def post_inspection(self, cell: VpCell, inspect: Callable[[VpActor], object], slot: ReplySlot) -> None:
         """Queue an inspection; it runs in order with the VP's actions."""
-        cell.mailbox.put((_INSPECT, inspect, slot), _owner(cell))
+        cell.mailbox.put((_INSPECT, inspect, slot))
 
     # ---- the runner ------------------------------------------------------------------------------
 
@@ -243,7 +247,7 @@ class BatchingScheduler:
     def _step_partition(self, partition: PartitionCells) -> None:
         if not partition.requests:
             return
-        request, cell = partition.requests.popleft()
+        request, cell = partition.requests.pop(0)
         self.steps += 1
         try:
             status, effects = partition.supervisor.handle(request)
@@ -303,8 +307,3 @@ class BatchingScheduler:
                 slot.fail(error)
             self._dirty.pop(cell, None)
         partition.requests.clear()
-
-
-def _owner(cell: VpCell) -> str:
-    st = cell.actor.state
-    return f"partition {cell.partition.partition_id} vp {st.index} ({st.active_vtl.name})"

@@ -14,26 +14,26 @@ from tests.guest import checked_runtime, new_partition
 
 def test_mailbox_is_bounded_and_reports_first_message() -> None:
     """put raises Busy past capacity; on_first fires only on the empty -> non-empty edge."""
-    firsts: list[int] = []
-    box: Mailbox[int] = Mailbox(2, lambda: firsts.append(len(box)))
-    box.put(1, "owner")
-    box.put(2, "owner")
+    firsts: list[object] = []
+    box: Mailbox[int] = Mailbox(2, firsts.append, "owner")
+    box.put(1)
+    box.put(2)
     with pytest.raises(Busy, match="owner: mailbox full"):
-        box.put(3, "owner")
-    assert firsts == [1]
+        box.put(3)
+    assert firsts == ["owner"]
     assert [box.get(), box.get()] == [1, 2]
-    box.put(4, "owner")
-    assert firsts == [1, 1]
+    box.put(4)
+    assert firsts == ["owner", "owner"]
     assert box.high_water == 2
 
 
 def test_closed_mailbox_refuses_and_drains() -> None:
     """A closed mailbox raises ClosedResourceError on put; drain returns what was queued."""
-    box: Mailbox[str] = Mailbox(4, lambda: None)
-    box.put("a", "vp 0")
+    box: Mailbox[str] = Mailbox(4, lambda owner: None, "vp 0")
+    box.put("a")
     box.closed = True
     with pytest.raises(anyio.ClosedResourceError, match="vp 0 is stopped"):
-        box.put("b", "vp 0")
+        box.put("b")
     assert box.drain() == ["a"]
     assert len(box) == 0
 
