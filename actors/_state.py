@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 __all__ = ("GuestVsmVpState", "VpState", "VtlState")
 
 _PRIVATE_RESET_BSP: Final = PRIVATE_RESET | {Reg.APIC_BASE: APIC_BASE_DEFAULT | APIC_BASE_BSP}
+# Plain ints for the hot paths: an IntEnum member lookup costs ~0.1 us each time.
+_RIP: Final = int(Reg.RIP)
+_CR0: Final = int(Reg.CR0)
+_CR4: Final = int(Reg.CR4)
+_EFER: Final = int(Reg.EFER)
+_U64: Final = (1 << 64) - 1
 #: Reset VMCS images, shared by every VP with the same (VTL, CR4 FIXED1): never mutated.
 _RESET_IMAGES: dict[tuple[int, int], dict[int, int]] = {}
 
@@ -115,7 +121,9 @@ class VpState:
 
     __slots__ = (
         "active_vtl",
+        "batch_max_updates",
         "config",
+        "eager",
         "failure",
         "index",
         "running",
@@ -127,6 +135,8 @@ class VpState:
     def __init__(self, index: int, config: PartitionConfig) -> None:
         self.index = index
         self.config = config
+        self.eager = config.commit_policy == "eager"
+        self.batch_max_updates = config.batch_max_updates
         self.active_vtl = Vtl.VTL0
         self.running = index == 0
         self.failure: str | None = None
@@ -157,21 +167,29 @@ class VpState:
         self._stage_one(vtl, name, value)
         state = self.vtls[vtl]
         state.staged_updates += 1
-        config = self.config
-        if config.commit_policy == "eager" or state.staged_updates >= config.batch_max_updates:
+        if self.eager or state.staged_updates >= self.batch_max_updates:
+            self.commit(vtl)
+
+    def advance_rip(self, vtl: int, length: int) -> None:
+        """Stage RIP += ``length`` for ``vtl`` (an instruction or hypercall completed)."""
+        state = self.vtls[vtl]
+        regs = state.regs
+        regs.staged[_RIP] = (regs.read(_RIP) + length) & _U64
+        state.staged_updates += 1
+        if self.eager or state.staged_updates >= self.batch_max_updates:
             self.commit(vtl)
 
     def _stage_one(self, vtl: int, name: int, value: int) -> None:
         if name in SHARED_RESET:
-            self.shared.stage(name, value)
+            self.shared.staged[name] = value
             return
         regs = self.vtls[vtl].regs
-        regs.stage(name, value)
-        if name == Reg.CR0 or name == Reg.EFER:
-            efer = regs.read(Reg.EFER)
-            derived = derive_lma(efer, regs.read(Reg.CR0))
+        regs.staged[name] = value
+        if name in (_CR0, _EFER):
+            efer = regs.read(_EFER)
+            derived = derive_lma(efer, regs.read(_CR0))
             if derived != efer:
-                regs.stage(Reg.EFER, derived)
+                regs.staged[_EFER] = derived
 
     def stage_registration(self, registration: CrRegistration) -> None:
         """Stage VTL1's new CR-intercept registration for VTL0's VMCS."""
@@ -219,37 +237,34 @@ class VpState:
         state = self.vtls[vtl]
         if not state.staged_updates:
             return 0
-        changed = state.regs.commit()
-        self.shared.commit()
-        fields: list[tuple[int, int]] = []
+        regs = state.regs
+        changed = regs.commit()
+        if self.shared.staged:
+            self.shared.commit()
+        vmcs = state.vmcs
+        writes = 0
         mode = False
-        read = state.regs.read_committed
+        read = regs.read_committed
         for name in changed:
             if name in MODE_REGISTERS:
                 mode = True
-            else:
-                fields.extend(register_fields(name, read(name)))
+                continue
+            for field, value in register_fields(name, read(name)):
+                if vmcs[field] != value:
+                    vmcs[field] = value
+                    writes += 1
         if state.staged_registration is not None:
             state.registration = state.staged_registration
             state.staged_registration = None
             mode = True
         if mode:
-            fields.extend(
-                mode_fields(
-                    state.vtl,
-                    read(Reg.CR0),
-                    read(Reg.CR4),
-                    read(Reg.EFER),
-                    state.registration,
-                    self.config.vmx_cr4_fixed1,
-                )
+            derived = mode_fields(
+                state.vtl, read(_CR0), read(_CR4), read(_EFER), state.registration, self.config.vmx_cr4_fixed1
             )
-        vmcs = state.vmcs
-        writes = 0
-        for field, value in fields:
-            if vmcs[field] != value:
-                vmcs[field] = value
-                writes += 1
+            for field, value in derived:
+                if vmcs[field] != value:
+                    vmcs[field] = value
+                    writes += 1
         state.vmcs_writes += writes
         state.commits += 1
         state.staged_updates = 0

@@ -180,13 +180,14 @@ class VpActor:
         """Run one guest action in the active VTL; may return a generator for the supervisor."""
         if self._controls:
             self.apply_controls()
-        self.check_runnable()
         st = self.state
+        if st.failure or not st.running:
+            self.check_runnable()
         vtl = st.active_vtl
         if st.vtls[vtl].staged_updates:
             st.commit(vtl)  # commit point: VTL entry
         self.actions += 1
-        if vtl == Vtl.VTL0 and st.vtl1 is not None and st.vtl1.pending_event is not None:
+        if not vtl and st.vtl1 is not None and st.vtl1.pending_event is not None:
             # VTL0 is about to run: the event VTL1 injected is delivered instead of the action.
             return deliver_pending_event(st)
         handler = _INSTRUCTIONS.get(type(action))
