@@ -112,7 +112,11 @@ PARAMETERS: Final[dict[str, tuple[Status, bool, str]]] = {
     "ghz": ("illustrative", True, "nominal clock rate COSTS.md converts cycles with"),
     "vm_exit_entry": ("sourced", False, "KVM VMCALL round trip 1,181-1,195 cycles (E1, E2, E5, E7)"),
     "td_exit_entry": ("illustrative", False, "2.83 x vm_exit_entry, the SNP/plain ratio of E13"),
-    "l2_exit_to_l1_and_reenter": ("illustrative", True, "2 x vm_exit_entry + 1,600 TDX-module cycles (N3, E6)"),
+    "l2_exit_to_l1_and_reenter": (
+        "illustrative",
+        True,
+        "2 x vm_exit_entry + 1,600 TDX-module cycles (N3, E6)",
+    ),
     "tdcall_vp_rd": ("illustrative", False, "one TDCALL = one exit/entry pair into SEAM (N3)"),
     "tdcall_vp_wr": ("illustrative", False, "one TDCALL = one exit/entry pair into SEAM (N3)"),
     "control_field_surcharge": ("proxy", False, "VMX consistency checks after a control write (E9)"),
@@ -120,7 +124,11 @@ PARAMETERS: Final[dict[str, tuple[Status, bool, str]]] = {
     "hypercall_user_mode": ("proxy", True, "VTL2 user-mode dispatch: KVM user-mode exit extra cost E4'"),
     "vtl_switch": ("illustrative", True, "l2_exit_to_l1_and_reenter + dispatch + user-mode round trip"),
     "secure_intercept_delivery": ("illustrative", True, "vtl_switch + 500 to build the SynIC message"),
-    "commit_overhead": ("illustrative", True, "per dirty VMCS field, = tdcall_vp_wr (models batched TDG.VP.WR)"),
+    "commit_overhead": (
+        "illustrative",
+        True,
+        "per dirty VMCS field, = tdcall_vp_wr (models batched TDG.VP.WR)",
+    ),
     "commit_fixed": ("illustrative", True, "COSTS.md: 0 (a per-transaction constant has no source)"),
     "l1_user_mode_roundtrip": ("proxy", True, "mshv_vtl kernel -> OpenVMM user -> kernel, E4'"),
     "tdx_module_local_exit": ("proxy", False, "SNP in-guest #VC CPUID path (E14)"),
@@ -181,10 +189,7 @@ def load_cost_model(path: str | Path) -> tuple[CostModel, frozenset[str]]:
         msg = f"cannot read cost file {path}: {exc.strerror or exc}"
         raise CostModelError(msg) from exc
     try:
-        if path.suffix.lower() == ".json":
-            raw = json.loads(data)
-        else:
-            raw = tomllib.loads(data.decode())
+        raw = json.loads(data) if path.suffix.lower() == ".json" else tomllib.loads(data.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         msg = f"cost file {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}"
         raise CostModelError(msg) from exc

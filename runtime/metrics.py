@@ -1,0 +1,181 @@
+"""Measurements of one experiment phase: HDR latency histograms, outcome counts, a timeline.
+
+Latencies are integer nanoseconds (wall-clock or virtual) recorded in HDR histograms
+(``hdrhistogram``: 3 significant digits from 1 ns to one hour). Histograms are mergeable: a
+report carries each one encoded (``HdrHistogram.encode``, base64 text), so shards of an
+experiment run elsewhere can be combined with ``merge_encoded``.
+
+A ``PhaseRecorder`` is written by the load drivers of one phase (all on one event loop, so
+without locks) and summarised once at the end. The timeline counts completed actions per
+time bucket; it starts with fine buckets and doubles their width whenever the phase outgrows
+``TIMELINE_BUCKETS`` of them, so it stays small and is the same for the same sequence of times.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+from hdrh.histogram import HdrHistogram
+
+__all__ = (
+    "HIGHEST_NS",
+    "TIMELINE_BUCKETS",
+    "LatencyStats",
+    "PhaseRecorder",
+    "Timeline",
+    "latency_stats",
+    "merge_encoded",
+    "new_histogram",
+    "recorded",
+)
+
+#: Largest latency a histogram holds (one hour); larger values are clamped to it.
+HIGHEST_NS: Final = 3_600 * 10**9
+_SIGNIFICANT_DIGITS: Final = 3
+#: Most buckets a timeline keeps before it coarsens.
+TIMELINE_BUCKETS: Final = 200
+#: Percentiles a report lists, with their field names.
+PERCENTILES: Final = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty latency histogram (ns)."""
+    return HdrHistogram(1, HIGHEST_NS, _SIGNIFICANT_DIGITS)
+
+
+class LatencyStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Latency percentiles in nanoseconds (HDR precision: 3 significant digits)."""
+
+    count: int
+    mean: int
+    p50: int
+    p90: int
+    p99: int
+    p999: int
+    max: int
+
+
+def recorded(histogram: HdrHistogram) -> list[tuple[int, int]]:
+    """(value, count) of every non-empty bucket in value order; the value is the bucket's highest.
+
+    One pass over the counts array (hdrh's own iterators are ~50x slower in pure Python).
+    """
+    counts = histogram.counts
+    value_of = histogram.get_value_from_index
+    highest = histogram.get_highest_equivalent_value
+    return [(highest(value_of(i)), counts[i]) for i in range(histogram.counts_len) if counts[i]]
+
+
+def latency_stats(histogram: HdrHistogram) -> LatencyStats:
+    """Summarise ``histogram`` (the mean uses each bucket's middle, as HdrHistogram does)."""
+    count = histogram.get_total_count()
+    if not count:
+        return LatencyStats(count=0, mean=0, p50=0, p90=0, p99=0, p999=0, max=0)
+    values = {name: histogram.get_value_at_percentile(p) for name, p in PERCENTILES}
+    counts = histogram.counts
+    median = histogram._hdr_median_equiv_value  # public get_mean_value is too slow
+    value_of = histogram.get_value_from_index
+    total = sum(median(value_of(i)) * counts[i] for i in range(histogram.counts_len) if counts[i])
+    return LatencyStats(count=count, mean=round(total / count), max=histogram.get_max_value(), **values)
+
+
+def encode(histogram: HdrHistogram) -> str:
+    """The histogram in HdrHistogram's compressed base64 form."""
+    data: bytes = histogram.encode()
+    return data.decode("ascii")
+
+
+def merge_encoded(encoded: list[str]) -> HdrHistogram:
+    """One histogram holding every value of the ``encoded`` ones (shards combine this way)."""
+    merged = new_histogram()
+    for text in encoded:
+        merged.add(HdrHistogram.decode(text.encode("ascii")))
+    return merged
+
+
+class Timeline:
+    """Counts of events per time bucket; coarsens itself to at most ``TIMELINE_BUCKETS``."""
+
+    __slots__ = ("counts", "width")
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.counts: list[int] = []
+
+    def add(self, t: int) -> None:
+        """Count one event at time ``t`` (ns since the phase started)."""
+        i = t // self.width if t > 0 else 0
+        counts = self.counts
+        if i >= len(counts):
+            while i >= TIMELINE_BUCKETS:
+                self._coarsen()
+                i = t // self.width
+            counts = self.counts
+            counts.extend([0] * (i + 1 - len(counts)))
+        counts[i] += 1
+
+    def _coarsen(self) -> None:
+        counts = self.counts
+        if len(counts) % 2:
+            counts.append(0)
+        self.counts = [counts[i] + counts[i + 1] for i in range(0, len(counts), 2)]
+        self.width *= 2
+
+
+class PhaseRecorder:
+    """Everything the drivers of one phase measure.
+
+    ``origin`` is the phase's start on the drivers' clock; recorded times are relative to it.
+    """
+
+    __slots__ = (
+        "actions",
+        "episodes",
+        "histograms",
+        "origin",
+        "outcomes",
+        "timeline",
+        "unexpected",
+        "unexpected_counts",
+    )
+
+    def __init__(self, origin: int, timeline_width: int) -> None:
+        self.origin = origin
+        self.histograms: dict[str, HdrHistogram] = {}
+        self.episodes: dict[str, HdrHistogram] = {}
+        self.outcomes: dict[tuple[str, str], int] = {}
+        self.unexpected: dict[str, list[str]] = {}
+        self.unexpected_counts: dict[str, int] = {}
+        self.timeline = Timeline(timeline_width)
+        self.actions = 0
+
+    def record(self, action: str, outcome: str, latency: int, end: int) -> None:
+        """One action of type ``action`` ended at ``end`` after ``latency`` ns."""
+        histogram = self.histograms.get(action)
+        if histogram is None:
+            histogram = self.histograms[action] = new_histogram()
+        histogram.record_value(latency if latency < HIGHEST_NS else HIGHEST_NS)
+        key = (action, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        self.timeline.add(end - self.origin)
+        self.actions += 1
+
+    def record_episode(self, workload: str, latency: int) -> None:
+        """One operation of ``workload`` took ``latency`` ns (from its intended start)."""
+        histogram = self.episodes.get(workload)
+        if histogram is None:
+            histogram = self.episodes[workload] = new_histogram()
+        histogram.record_value(latency if latency < HIGHEST_NS else HIGHEST_NS)
+
+    def note_unexpected(self, workload: str, what: str) -> None:
+        """A workload saw an outcome its guest model did not expect (counted; first 3 kept)."""
+        self.unexpected_counts[workload] = self.unexpected_counts.get(workload, 0) + 1
+        seen = self.unexpected.setdefault(workload, [])
+        if len(seen) < 3:
+            seen.append(what)
+
+    @property
+    def episode_count(self) -> int:
+        """Operations completed."""
+        return sum(h.get_total_count() for h in self.episodes.values())

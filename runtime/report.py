@@ -1,0 +1,335 @@
+"""The run report: its schema (msgspec Structs), how it is built from measurements, and its table.
+
+The JSON report is ``Report`` encoded with sorted dictionary keys. All times are integer
+nanoseconds (``time_unit``); with ``--clock virtual`` they are virtual (``runtime.costs``).
+Everything outside ``Report.wall`` depends only on the options: with the virtual clock the
+same seed and options give the same bytes, and ``wall`` (host facts and wall-clock times) is
+left out unless asked for. README.md "Report schema" documents every field.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from typing import TYPE_CHECKING, Final, Literal
+
+import msgspec
+
+from .costs import CostModel, CostParameter, action_kind, describe
+from .experiment import Counters, ExperimentOptions, RunData
+from .metrics import LatencyStats, encode, latency_stats
+
+if TYPE_CHECKING:
+    from .experiment import PhaseData
+
+__all__ = (
+    "SCHEMA",
+    "ActionReport",
+    "Comparison",
+    "CostReport",
+    "ModelledCost",
+    "PhaseReport",
+    "Report",
+    "RunReport",
+    "TimelineReport",
+    "WallReport",
+    "WorkloadReport",
+    "build_report",
+    "encode_report",
+)
+
+SCHEMA: Final = "tdvsm.report/1"
+
+
+class ActionReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One action type in one phase: how many, how fast, how long, with which outcomes."""
+
+    action: str
+    count: int
+    per_second: float
+    latency: LatencyStats
+    outcomes: dict[str, int]
+    histogram: str
+
+
+class WorkloadReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One workload in one phase: its operations (each a short action sequence on one VP)."""
+
+    workload: str
+    operations: int
+    per_second: float
+    latency: LatencyStats
+    unexpected: int
+    unexpected_examples: list[str]
+    histogram: str
+
+
+class TimelineReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Actions completed per ``bucket_ns`` since the phase started."""
+
+    bucket_ns: int
+    counts: list[int]
+
+
+class ModelledCost(msgspec.Struct, frozen=True, kw_only=True):
+    """What the phase's actions cost under the cost model, by component (cycles)."""
+
+    exits_and_hypercalls: int
+    vtl_switches: int
+    secure_intercepts: int
+    vmcs_writes: int
+    commits: int
+    total_cycles: int
+    total_ns: int
+
+
+class PhaseReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One phase (``boot`` or ``operations``)."""
+
+    phase: str
+    duration_ns: int
+    operations: int
+    actions: int
+    operations_per_second: float
+    actions_per_second: float
+    failed: int
+    intercepts: int
+    counters: Counters
+    modelled: ModelledCost
+    actions_by_type: list[ActionReport]
+    workloads: list[WorkloadReport]
+    timeline: TimelineReport
+
+
+class RunReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One run under one commit policy."""
+
+    commit_policy: str
+    phases: list[PhaseReport]
+    traced_vps: list[str]
+
+
+class Comparison(msgspec.Struct, frozen=True, kw_only=True):
+    """Batched vs eager on the same seeded experiment: ratios batched / eager (last phase)."""
+
+    phase: str
+    operations_per_second: float
+    actions_per_second: float
+    commits: float
+    vmcs_writes: float
+    modelled_cycles: float
+    p99_by_action: dict[str, float]
+
+
+class CostReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The cost model in force; ``illustrative`` values rest on no measurement (COSTS.md)."""
+
+    source: str
+    note: str
+    parameters: list[CostParameter]
+
+
+class PhaseWall(msgspec.Struct, frozen=True, kw_only=True):
+    """Wall-clock facts of one phase."""
+
+    phase: str
+    wall_ns: int
+    actions_per_wall_second: float
+
+
+class WallReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Host facts and wall-clock times: never reproducible, so kept apart."""
+
+    python: str
+    platform: str
+    cpus: int
+    max_rss_bytes: int
+    runs: list[list[PhaseWall]]
+    total_wall_ns: int
+    scheduler: list[dict[str, int]]
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole report of ``tdvsm run``."""
+
+    schema: str
+    tool: str
+    time_unit: Literal["ns"]
+    clock: str
+    deterministic: bool
+    options: ExperimentOptions
+    cost_model: CostReport
+    runs: list[RunReport]
+    comparison: Comparison | None
+    wall: WallReport | None
+
+
+_COST_NOTE: Final = (
+    "Virtual latencies are modelled, not measured. Defaults come from shared/spec/COSTS.md "
+    "section 3; parameters with status 'illustrative' rest on no public measurement."
+)
+
+
+def _rate(count: int, ns: int) -> float:
+    return round(count * 1e9 / ns, 1) if ns > 0 else 0.0
+
+
+def _modelled(phase: PhaseData, costs: CostModel) -> ModelledCost:
+    base = switches = intercepts = 0
+    for (action, outcome), count in phase.recorder.outcomes.items():
+        if outcome == "Intercepted":
+            intercepts += count * costs.secure_intercept_delivery
+        elif outcome == "VtlSwitched":
+            switches += count * costs.vtl_switch
+        else:
+            base += count * costs.charge(action_kind(action), outcome, 0, 0, 0)
+    writes = phase.counters.vmcs_writes * costs.commit_overhead
+    commits = phase.counters.commits * costs.commit_fixed
+    total = base + switches + intercepts + writes + commits
+    return ModelledCost(
+        exits_and_hypercalls=base,
+        vtl_switches=switches,
+        secure_intercepts=intercepts,
+        vmcs_writes=writes,
+        commits=commits,
+        total_cycles=total,
+        total_ns=costs.ns(total),
+    )
+
+
+def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
+    recorder = phase.recorder
+    ns = phase.duration_ns
+    outcomes: dict[str, dict[str, int]] = {}
+    for (action, outcome), count in recorder.outcomes.items():
+        outcomes.setdefault(action, {})[outcome] = count
+    actions = [
+        ActionReport(
+            action=name,
+            count=histogram.get_total_count(),
+            per_second=_rate(histogram.get_total_count(), ns),
+            latency=latency_stats(histogram),
+            outcomes=outcomes.get(name, {}),
+            histogram=encode(histogram),
+        )
+        for name, histogram in sorted(recorder.histograms.items())
+    ]
+    workloads = [
+        WorkloadReport(
+            workload=name,
+            operations=histogram.get_total_count(),
+            per_second=_rate(histogram.get_total_count(), ns),
+            latency=latency_stats(histogram),
+            unexpected=recorder.unexpected_counts.get(name, 0),
+            unexpected_examples=recorder.unexpected.get(name, []),
+            histogram=encode(histogram),
+        )
+        for name, histogram in sorted(recorder.episodes.items())
+    ]
+    operations = recorder.episode_count
+    intercepts = sum(c for (_, outcome), c in recorder.outcomes.items() if outcome == "Intercepted")
+    return PhaseReport(
+        phase=phase.name,
+        duration_ns=ns,
+        operations=operations,
+        actions=recorder.actions,
+        operations_per_second=_rate(operations, ns),
+        actions_per_second=_rate(recorder.actions, ns),
+        failed=phase.failed,
+        intercepts=intercepts,
+        counters=phase.counters,
+        modelled=_modelled(phase, costs),
+        actions_by_type=actions,
+        workloads=workloads,
+        timeline=TimelineReport(bucket_ns=recorder.timeline.width, counts=list(recorder.timeline.counts)),
+    )
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else 0.0
+
+
+def _compare(batched: RunReport, eager: RunReport) -> Comparison:
+    b, e = batched.phases[-1], eager.phases[-1]
+    eager_p99 = {a.action: a.latency.p99 for a in e.actions_by_type}
+    return Comparison(
+        phase=b.phase,
+        operations_per_second=_ratio(b.operations_per_second, e.operations_per_second),
+        actions_per_second=_ratio(b.actions_per_second, e.actions_per_second),
+        commits=_ratio(b.counters.commits, e.counters.commits),
+        vmcs_writes=_ratio(b.counters.vmcs_writes, e.counters.vmcs_writes),
+        modelled_cycles=_ratio(b.modelled.total_cycles, e.modelled.total_cycles),
+        p99_by_action={
+            a.action: _ratio(a.latency.p99, eager_p99[a.action])
+            for a in b.actions_by_type
+            if eager_p99.get(a.action)
+        },
+    )
+
+
+def _wall(runs: list[RunData]) -> WallReport:
+    return WallReport(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        cpus=os.cpu_count() or 1,
+        max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        runs=[
+            [
+                PhaseWall(
+                    phase=p.name,
+                    wall_ns=p.wall_ns,
+                    actions_per_wall_second=_rate(p.recorder.actions, p.wall_ns),
+                )
+                for p in run.phases
+            ]
+            for run in runs
+        ],
+        total_wall_ns=sum(run.wall_ns for run in runs),
+        scheduler=[run.scheduler for run in runs],
+    )
+
+
+def build_report(
+    runs: list[RunData],
+    costs: CostModel,
+    *,
+    cost_source: str = "COSTS.md section 3 defaults",
+    overridden: frozenset[str] = frozenset(),
+    include_wall: bool | None = None,
+) -> Report:
+    """The report of ``runs`` (one, or batched then eager when comparing policies).
+
+    ``include_wall`` defaults to True with the real clock and False with the virtual one.
+    """
+    options = runs[0].options
+    virtual = options.clock == "virtual"
+    if include_wall is None:
+        include_wall = not virtual
+    run_reports = [
+        RunReport(
+            commit_policy=run.options.commit_policy,
+            phases=[_phase(phase, costs) for phase in run.phases],
+            traced_vps=[f"partition {t.partition} vp {t.vp_index}" for t in run.traces],
+        )
+        for run in runs
+    ]
+    comparison = _compare(run_reports[0], run_reports[1]) if len(run_reports) == 2 else None
+    return Report(
+        schema=SCHEMA,
+        tool="tdvsm",
+        time_unit="ns",
+        clock=options.clock,
+        deterministic=virtual and not include_wall,
+        options=options,
+        cost_model=CostReport(source=cost_source, note=_COST_NOTE, parameters=describe(costs, overridden)),
+        runs=run_reports,
+        comparison=comparison,
+        wall=_wall(runs) if include_wall else None,
+    )
+
+
+def encode_report(report: Report) -> bytes:
+    """The report as JSON with sorted dictionary keys (the same report gives the same bytes)."""
+    return msgspec.json.format(msgspec.json.encode(report, order="deterministic"), indent=1) + b"\n"

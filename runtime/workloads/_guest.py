@@ -1,0 +1,193 @@
+"""The guest side of a workload: a measured VP handle, its driver, and the guest's own knowledge.
+
+A workload is a guest model: it performs actions on a VP through ``Guest.do``, which measures
+each one (latency from its intended start, on the driver's clock; with the virtual clock the
+latency is the modelled cost of what the action did, see ``runtime.costs``) and records it.
+``Guest`` also holds what a guest OS knows about itself without asking the simulator (the
+CR0/CR4 values it set), so measuring never needs an inspection (which would force commits).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final, final
+
+from protocol import InitialVpContext
+from protocol._x86 import (
+    CR0_ET,
+    CR0_NE,
+    CR0_PE,
+    CR0_PG,
+    CR0_WP,
+    CR4_PAE,
+    DEFAULT_PAT,
+    EFER_LMA,
+    EFER_LME,
+    EFER_NXE,
+    EFER_SCE,
+    RFLAGS_RESERVED_1,
+    segment,
+    table,
+)
+
+from .._clock import VirtualClock
+from ..costs import ActionKind, action_kind
+
+if TYPE_CHECKING:
+    from protocol import Action, Outcome
+
+    from .._clock import Clock
+    from .._host import Vp
+    from ..costs import CostModel
+    from ..metrics import PhaseRecorder
+    from ..trace import VpTrace
+
+__all__ = (
+    "VTL0_CR0",
+    "VTL0_CR4",
+    "Driver",
+    "Guest",
+    "Unexpected",
+    "long_mode_context",
+)
+
+#: CR0 and CR4 of a 64-bit kernel (what every VTL0 runs with after boot).
+VTL0_CR0: Final = CR0_PE | CR0_PG | CR0_NE | CR0_ET | CR0_WP
+VTL0_CR4: Final = CR4_PAE
+_CODE64: Final = segment(selector=0x08, limit=0xFFFF_FFFF, attributes=0xA09B)
+_DATA64: Final = segment(selector=0x10, limit=0xFFFF_FFFF, attributes=0xC093)
+_TSS64: Final = segment(selector=0x18, limit=0x67, attributes=0x8B)
+
+
+def long_mode_context(rip: int, rsp: int = 0x8000) -> InitialVpContext:
+    """A 64-bit, CPL 0 initial VP context (EFER=LME|LMA|NXE|SCE, CR0=PE|PG|NE|ET|WP, CR4.PAE)."""
+    return InitialVpContext(
+        rip=rip,
+        rsp=rsp,
+        rflags=RFLAGS_RESERVED_1,
+        cs=_CODE64,
+        ds=_DATA64,
+        es=_DATA64,
+        fs=_DATA64,
+        gs=_DATA64,
+        ss=_DATA64,
+        tr=_TSS64,
+        ldtr=segment(attributes=0x82),
+        idtr=table(base=0x2000, limit=0xFFF),
+        gdtr=table(base=0x3000, limit=0x37),
+        efer=EFER_LME | EFER_LMA | EFER_NXE | EFER_SCE,
+        cr0=VTL0_CR0,
+        cr3=0x10_0000,
+        cr4=VTL0_CR4,
+        msr_cr_pat=DEFAULT_PAT,
+    )
+
+
+class Unexpected(Exception):
+    """Raised by a guest model when an outcome is not what the real guest would expect.
+
+    The driver records it against the workload and carries on with the next operation; it
+    differs from a simulator failure (``SimulationError``), which ends the experiment.
+    """
+
+
+_KINDS: dict[str, ActionKind] = {}
+
+
+@final
+class Driver:
+    """One load driver (a wrk2 "connection"): runs one guest operation at a time.
+
+    ``start_at`` is the intended start of the operation about to run (open loop): the first
+    action's latency is measured from it, so time spent waiting for this driver counts.
+    """
+
+    __slots__ = ("clock", "costs", "index", "recorder", "start_at", "vclock")
+
+    def __init__(self, index: int, clock: Clock, recorder: PhaseRecorder, costs: CostModel | None) -> None:
+        self.index = index
+        self.clock = clock
+        self.recorder = recorder
+        # Virtual time needs the cost model; real time does not use it per action.
+        self.vclock = clock if isinstance(clock, VirtualClock) else None
+        self.costs = costs if self.vclock is not None else None
+        self.start_at: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<Driver {self.index} t={self.clock.now()}>"
+
+
+@final
+class Guest:
+    """One VP as a guest model drives it (see the module docstring)."""
+
+    __slots__ = (
+        "commits",
+        "cr0",
+        "cr4",
+        "driver",
+        "failed",
+        "partition",
+        "switches",
+        "trace",
+        "vp",
+        "vp_index",
+        "writes",
+    )
+
+    def __init__(self, vp: Vp, partition: int, vp_index: int, driver: Driver) -> None:
+        self.vp = vp
+        self.partition = partition
+        self.vp_index = vp_index
+        self.driver = driver
+        self.trace: VpTrace | None = None
+        self.failed = False
+        # What the guest OS knows about its VTL0 (set by boot, kept by the workloads).
+        self.cr0 = VTL0_CR0
+        self.cr4 = VTL0_CR4
+        # The VP's counters at the end of the previous measured action.
+        self.switches = 0
+        self.commits = 0
+        self.writes = 0
+
+    def __repr__(self) -> str:
+        return f"<Guest partition={self.partition} vp={self.vp_index} {self.vp.active_vtl.name}>"
+
+    async def do(self, action: Action) -> Outcome:
+        """Perform ``action`` on the VP and record its latency; a checkpoint."""
+        driver = self.driver
+        clock = driver.clock
+        start = driver.start_at
+        if start is None:
+            start = clock.now()
+        else:
+            driver.start_at = None
+        trace = self.trace
+        vtl = self.vp.active_vtl if trace is not None else 0
+        outcome = await self.vp.execute(action)
+        name = type(action).__name__
+        outcome_name = type(outcome).__name__
+        costs = driver.costs
+        vclock = driver.vclock
+        switches = commits = writes = 0
+        if vclock is not None or trace is not None:
+            stats = self.vp.statistics()
+            switches = stats.vtl_switches - self.switches
+            commits = stats.commits - self.commits
+            writes = stats.vmcs_writes - self.writes
+            self.switches, self.commits, self.writes = stats.vtl_switches, stats.commits, stats.vmcs_writes
+        if vclock is not None and costs is not None:
+            kind = _KINDS.get(name)
+            if kind is None:
+                kind = _KINDS[name] = action_kind(name)
+            end = vclock.advance(costs.ns(costs.charge(kind, outcome_name, switches, commits, writes)))
+        else:
+            end = clock.now()
+        driver.recorder.record(name, outcome_name, end - start, end)
+        if trace is not None:
+            trace.action(name, outcome, start, end, vtl, self.vp.active_vtl, commits, writes)
+        return outcome
+
+    def sync_counters(self) -> None:
+        """Take the VP's counters as the baseline of the next measured action."""
+        stats = self.vp.statistics()
+        self.switches, self.commits, self.writes = stats.vtl_switches, stats.commits, stats.vmcs_writes

@@ -1,0 +1,67 @@
+"""protections: VTL1 changes VTL0's access to a page, and VTL0 runs into it (GPA intercepts).
+
+What kernel data protection and HVCI do to a Windows guest: VTL0 asks the secure kernel (a VTL
+call) to make a page read-only; VTL1 applies HvCallModifyVtlProtectionMask and returns. When
+VTL0 later writes the page, the access is refused and VTL1 receives a GPA intercept message in
+SINT0 (entered with entry reason 2). Here VTL1 then lifts the protection again (all access),
+signals end of message and returns, and VTL0's retried write completes. Each VP works on pages
+of its own, so VPs of one partition never see each other's protections.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from protocol import (
+    AccessKind,
+    Completed,
+    HvMapGpaFlags,
+    Intercepted,
+    MemoryAccess,
+    ModifyVtlProtectionMask,
+    Vtl,
+    VtlCall,
+    VtlReturn,
+    Wrmsr,
+)
+from protocol._x86 import Msr
+
+from ._checks import expect_success, expect_switch
+from ._guest import Unexpected
+
+if TYPE_CHECKING:
+    import random
+
+    from ._guest import Guest
+
+__all__ = ("NAME", "REQUIRES", "episode")
+
+NAME: Final = "protections"
+REQUIRES: Final = ("ModifyVtlProtectionMask", "Intercepted")
+#: First guest page used, and how many pages each VP owns.
+BASE_GPN: Final = 0x1000
+PAGES_PER_VP: Final = 64
+#: Read and execute (kernel and user), no write: what a read-only protection grants.
+READ_EXECUTE: Final = HvMapGpaFlags(readable=True, kernel_executable=True, user_executable=True).bits
+
+
+async def episode(guest: Guest, rng: random.Random) -> None:
+    """Protect one page, fault on it, lift the protection, retry."""
+    gpn = BASE_GPN + guest.vp_index * PAGES_PER_VP + rng.randrange(PAGES_PER_VP)
+    expect_switch(await guest.do(VtlCall()), Vtl.VTL1, "VtlCall")
+    protect = ModifyVtlProtectionMask(gpns=[gpn], map_flags=READ_EXECUTE)
+    expect_success(await guest.do(protect), "ModifyVtlProtectionMask(read-only)")
+    expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
+    write = MemoryAccess(gpa=gpn << 12, kind=AccessKind.WRITE)
+    outcome = await guest.do(write)
+    if type(outcome) is not Intercepted:
+        msg = f"write to a read-only page was not intercepted: {outcome!r}"
+        raise Unexpected(msg)
+    lift = ModifyVtlProtectionMask(gpns=[gpn], map_flags=HvMapGpaFlags.ALL)
+    expect_success(await guest.do(lift), "ModifyVtlProtectionMask(all access)")
+    await guest.do(Wrmsr(msr=Msr.HV_EOM, value=0))
+    expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
+    retried = await guest.do(write)
+    if type(retried) is not Completed:
+        msg = f"retried write did not complete: {retried!r}"
+        raise Unexpected(msg)
