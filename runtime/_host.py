@@ -79,13 +79,13 @@ class Vp:
         """
         slot = self._scheduler.backend.slot()
         self._scheduler.post_action(self._cell, action, slot)
-        result: Outcome = await slot.wait()
+        result: Outcome = await slot
         return result
 
     async def _inspect(self, inspect: object) -> object:
         slot = self._scheduler.backend.slot()
         self._scheduler.post_inspection(self._cell, inspect, slot)  # type: ignore[arg-type]
-        return await slot.wait()
+        return await slot
 
     async def registers(self, vtl: Vtl, names: Iterable[Reg]) -> dict[Reg, int]:
         """Committed values of ``names`` in ``vtl`` (waits for pending updates to commit)."""

@@ -14,24 +14,43 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+import outcome
 import sniffio
+import trio
 
 from actors import Busy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator
 
-__all__ = ("Backend", "Mailbox", "ReplySlot", "Wakeup", "current_backend")
+__all__ = ("Backend", "Mailbox", "ReplySlot", "Wakeup", "current_backend", "reply", "reply_error")
 
 T = TypeVar("T")
 
 
 class ReplySlot(Protocol):
-    """A one-shot reply: ``set``/``fail`` from the scheduler, ``await wait()`` by the caller."""
+    """A one-shot reply the caller awaits; the scheduler fills it with ``reply``/``reply_error``.
 
-    def set(self, value: object) -> None: ...
-    def fail(self, error: BaseException) -> None: ...
-    async def wait(self) -> Any: ...
+    On asyncio it is the loop's own ``Future`` (no wrapper on the hot path); on trio a slot
+    that parks the waiting task. Once done (or cancelled) it ignores further results.
+    """
+
+    def done(self) -> bool: ...
+    def set_result(self, value: Any, /) -> None: ...
+    def set_exception(self, error: BaseException, /) -> None: ...
+    def __await__(self) -> Generator[Any, None, Any]: ...
+
+
+def reply(slot: ReplySlot, value: object) -> None:
+    """Deliver ``value`` unless the slot is already done (e.g. its waiter was cancelled)."""
+    if not slot.done():
+        slot.set_result(value)
+
+
+def reply_error(slot: ReplySlot, error: BaseException) -> None:
+    """Deliver ``error`` unless the slot is already done."""
+    if not slot.done():
+        slot.set_exception(error)
 
 
 class Wakeup(Protocol):
@@ -45,30 +64,13 @@ class Backend(Protocol):
     """Factory of the backend-specific primitives."""
 
     name: str
+    #: Make a reply slot (a plain attribute holding a callable: no extra call on the hot path).
+    slot: Callable[[], ReplySlot]
 
-    def slot(self) -> ReplySlot: ...
     def wakeup(self) -> Wakeup: ...
 
 
 # ---- asyncio ------------------------------------------------------------------------------------
-
-
-class _AsyncioSlot:
-    __slots__ = ("_future",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._future: asyncio.Future[Any] = loop.create_future()
-
-    def set(self, value: object) -> None:
-        if not self._future.done():
-            self._future.set_result(value)
-
-    def fail(self, error: BaseException) -> None:
-        if not self._future.done():
-            self._future.set_exception(error)
-
-    async def wait(self) -> Any:
-        return await self._future
 
 
 class _AsyncioWakeup:
@@ -96,9 +98,7 @@ class _AsyncioBackend:
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-
-    def slot(self) -> ReplySlot:
-        return _AsyncioSlot(self._loop)
+        self.slot: Callable[[], ReplySlot] = self._loop.create_future
 
     def wakeup(self) -> Wakeup:
         return _AsyncioWakeup(self._loop)
@@ -117,31 +117,27 @@ class _TrioSlot:
         self._outcome: Any = None
         self._done = False
 
-    def _deliver(self, outcome: Any) -> None:
-        import trio  # trio is only imported on the trio backend
+    def done(self) -> bool:
+        return self._done
 
-        if self._done:
-            return
+    def _deliver(self, result: Any) -> None:
         self._done = True
         if self._task is not None:
             task, self._task = self._task, None
-            trio.lowlevel.reschedule(task, outcome)
+            trio.lowlevel.reschedule(task, result)
         else:
-            self._outcome = outcome
+            self._outcome = result
 
-    def set(self, value: object) -> None:
-        import outcome
-
+    def set_result(self, value: Any, /) -> None:
         self._deliver(outcome.Value(value))
 
-    def fail(self, error: BaseException) -> None:
-        import outcome
-
+    def set_exception(self, error: BaseException, /) -> None:
         self._deliver(outcome.Error(error))
 
-    async def wait(self) -> Any:
-        import trio
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._wait().__await__()
 
+    async def _wait(self) -> Any:
         if self._done:
             await trio.lowlevel.checkpoint()
             return self._outcome.unwrap()
@@ -149,7 +145,7 @@ class _TrioSlot:
 
         def abort(_: object) -> trio.lowlevel.Abort:
             self._task = None
-            self._done = True  # a later set/fail is dropped
+            self._done = True  # a later result is dropped
             return trio.lowlevel.Abort.SUCCEEDED
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
@@ -163,8 +159,6 @@ class _TrioWakeup:
         self._pending = False
 
     def notify(self) -> None:
-        import trio
-
         if self._task is not None:
             task, self._task = self._task, None
             trio.lowlevel.reschedule(task)
@@ -172,8 +166,6 @@ class _TrioWakeup:
             self._pending = True
 
     async def wait(self) -> None:
-        import trio
-
         if self._pending:
             self._pending = False
             await trio.lowlevel.checkpoint()
@@ -190,8 +182,8 @@ class _TrioWakeup:
 class _TrioBackend:
     name = "trio"
 
-    def slot(self) -> ReplySlot:
-        return _TrioSlot()
+    def __init__(self) -> None:
+        self.slot: Callable[[], ReplySlot] = _TrioSlot
 
     def wakeup(self) -> Wakeup:
         return _TrioWakeup()

@@ -30,7 +30,7 @@ from actors import (
     check_vp_invariants,
 )
 
-from ._mailbox import Backend, Mailbox, ReplySlot
+from ._mailbox import Backend, Mailbox, ReplySlot, reply, reply_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -193,12 +193,12 @@ class BatchingScheduler:
                 result = actor.execute(payload) if kind == _ACTION else payload(actor)
             except Exception as exc:  # delivered to the caller: the actor carries on
                 self.errors += 1
-                slot.fail(exc)
+                reply_error(slot, exc)
             else:
                 if type(result) is _GENERATOR:
                     self._drive(cell, result, slot, True, None)
-                elif self._invariants_hold(cell, slot):
-                    slot.set(result)
+                elif not self.check_invariants or self._invariants_hold(cell, slot):
+                    reply(slot, result)
         elif actor.has_controls:
             actor.apply_controls()  # woken by the supervisor
             if self.check_invariants:
@@ -212,15 +212,16 @@ class BatchingScheduler:
                 check_vp_invariants(cell.actor.state)
             except Exception as exc:  # InternalError, delivered to the caller
                 self.errors += 1
-                slot.fail(exc)
+                reply_error(slot, exc)
                 return False
         return True
 
     def _after_step(self, cell: VpCell) -> None:
-        vtls = cell.actor.state.vtls
-        if (vtls[0].staged_updates or vtls[1].staged_updates) and cell not in self._dirty:
-            self._dirty[cell] = anyio.current_time()
-            self._flusher_wakeup.set()
+        if cell not in self._dirty:
+            vtls = cell.actor.state.vtls
+            if vtls[0].staged_updates or vtls[1].staged_updates:
+                self._dirty[cell] = anyio.current_time()
+                self._flusher_wakeup.set()
         if cell.pending is None and (cell.mailbox or cell.actor.has_controls):
             self.schedule(cell)
 
@@ -230,11 +231,11 @@ class BatchingScheduler:
             request = generator.send(value) if ok else generator.throw(value)
         except StopIteration as stop:
             if self._invariants_hold(cell, slot):
-                slot.set(stop.value)
+                reply(slot, stop.value)
             return
         except Exception as exc:
             self.errors += 1
-            slot.fail(exc)
+            reply_error(slot, exc)
             return
         if not self._invariants_hold(cell, slot):
             generator.close()
@@ -298,12 +299,12 @@ class BatchingScheduler:
         for cell in partition.cells:
             cell.mailbox.closed = True
             for _, _, slot in cell.mailbox.drain():
-                slot.fail(error)
+                reply_error(slot, error)
             if cell.pending is not None:
                 generator, slot = cell.pending
                 cell.pending = None
                 cell.resume = None
                 generator.close()
-                slot.fail(error)
+                reply_error(slot, error)
             self._dirty.pop(cell, None)
         partition.requests.clear()

@@ -8,7 +8,7 @@ import pytest
 from actors import Busy
 from protocol import Rdmsr
 from protocol._x86 import Msr
-from runtime._mailbox import Mailbox, current_backend
+from runtime._mailbox import Mailbox, current_backend, reply, reply_error
 from tests.guest import checked_runtime, new_partition
 
 
@@ -42,14 +42,14 @@ async def test_reply_slot_delivers_value_and_error() -> None:
     """A slot hands over one value or one exception; later deliveries are ignored."""
     backend = current_backend()
     slot = backend.slot()
-    slot.set(1)
-    slot.set(2)
-    assert await slot.wait() == 1
+    reply(slot, 1)
+    reply(slot, 2)
+    assert await slot == 1
     failing = backend.slot()
-    failing.fail(KeyError("boom"))
-    failing.set(3)
+    reply_error(failing, KeyError("boom"))
+    reply(failing, 3)
     with pytest.raises(KeyError, match="boom"):
-        await failing.wait()
+        await failing
 
 
 async def test_reply_slot_wakes_a_parked_waiter() -> None:
@@ -58,12 +58,12 @@ async def test_reply_slot_wakes_a_parked_waiter() -> None:
     got: list[object] = []
 
     async def waiter() -> None:
-        got.append(await slot.wait())
+        got.append(await slot)
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
-        slot.set("ready")
+        reply(slot, "ready")
     assert got == ["ready"]
 
 
