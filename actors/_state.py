@@ -17,6 +17,7 @@ from ._registers import PRIVATE_RESET, SHARED_RESET, RegisterFile
 from ._tdx import (
     MODE_REGISTERS,
     NO_REGISTRATION,
+    PLAIN_FIELDS,
     CrRegistration,
     TdxL2State,
     VmcsImage,
@@ -238,21 +239,39 @@ class VpState:
         if not state.staged_updates:
             return 0
         regs = state.regs
-        changed = regs.commit()
         if self.shared.staged:
             self.shared.commit()
         vmcs = state.vmcs
         writes = 0
         mode = False
+        staged = regs.staged
+        if staged:
+            # RegisterFile.commit, inlined with the VMCS update: this runs once per action.
+            committed = regs.committed
+            reset = regs.reset
+            for name, value in staged.items():
+                base = reset[name]
+                if committed.get(name, base) == value:
+                    continue
+                if value == base:
+                    del committed[name]
+                else:
+                    committed[name] = value
+                if name in MODE_REGISTERS:
+                    mode = True
+                    continue
+                field = PLAIN_FIELDS.get(name)
+                if field is not None:
+                    if vmcs[field] != value:
+                        vmcs[field] = value
+                        writes += 1
+                    continue
+                for field, field_value in register_fields(name, value):
+                    if vmcs[field] != field_value:
+                        vmcs[field] = field_value
+                        writes += 1
+            regs.staged = {}
         read = regs.read_committed
-        for name in changed:
-            if name in MODE_REGISTERS:
-                mode = True
-                continue
-            for field, value in register_fields(name, read(name)):
-                if vmcs[field] != value:
-                    vmcs[field] = value
-                    writes += 1
         if state.staged_registration is not None:
             state.registration = state.staged_registration
             state.staged_registration = None

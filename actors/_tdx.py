@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
 __all__ = (
+    "MODE_REGISTERS",
+    "PLAIN_FIELDS",
     "CrRegistration",
     "TdxL2State",
     "VmcsImage",
@@ -88,7 +90,7 @@ _TABLE_FIELDS: Final[dict[int, tuple[int, int]]] = {
     Reg.GDTR: (VmcsField.GDTR_LIMIT, VmcsField.GDTR_BASE),
     Reg.IDTR: (VmcsField.IDTR_LIMIT, VmcsField.IDTR_BASE),
 }
-_PLAIN_FIELDS: Final[dict[int, int]] = {
+PLAIN_FIELDS: Final[dict[int, int]] = {
     Reg.RIP: VmcsField.GUEST_RIP,
     Reg.RSP: VmcsField.GUEST_RSP,
     Reg.RFLAGS: VmcsField.GUEST_RFLAGS,
@@ -103,7 +105,7 @@ _PLAIN_FIELDS: Final[dict[int, int]] = {
 MODE_REGISTERS: Final = frozenset({Reg.CR0, Reg.CR4, Reg.EFER})
 #: Every register that lands in a VMCS field.
 VMCS_REGISTERS: Final = (
-    frozenset(_SEGMENT_FIELDS) | frozenset(_TABLE_FIELDS) | frozenset(_PLAIN_FIELDS) | MODE_REGISTERS
+    frozenset(_SEGMENT_FIELDS) | frozenset(_TABLE_FIELDS) | frozenset(PLAIN_FIELDS) | MODE_REGISTERS
 )
 
 #: MSRs whose write-intercept bitmap bit follows VTL1's CR-intercept registration.
@@ -146,8 +148,8 @@ def _segment_values(value: int) -> tuple[int, int, int, int]:
 
 def register_fields(name: int, value: int) -> Iterable[tuple[int, int]]:
     """The VMCS (field, value) pairs of one non-mode register."""
-    if name in _PLAIN_FIELDS:
-        return ((_PLAIN_FIELDS[name], value),)
+    if name in PLAIN_FIELDS:
+        return ((PLAIN_FIELDS[name], value),)
     if name in _SEGMENT_FIELDS:
         return zip(_SEGMENT_FIELDS[name], _segment_values(value), strict=True)
     if name in _TABLE_FIELDS:
@@ -214,7 +216,7 @@ def vmcs_image(
 ) -> dict[int, int]:
     """The whole modelled VMCS of one VTL, as a pure function of its committed state."""
     image: dict[int, int] = {}
-    for name in _PLAIN_FIELDS.keys() | _SEGMENT_FIELDS.keys() | _TABLE_FIELDS.keys():
+    for name in PLAIN_FIELDS.keys() | _SEGMENT_FIELDS.keys() | _TABLE_FIELDS.keys():
         image.update(register_fields(name, read(name)))
     image.update(mode_fields(vtl, read(Reg.CR0), read(Reg.CR4), read(Reg.EFER), registration, vmx_cr4_fixed1))
     return image
