@@ -40,7 +40,7 @@ from protocol._x86 import (
 )
 
 from ._access import validate_context_value, validate_cr4, validate_efer
-from ._errors import UnsupportedAction, VpFailed
+from ._errors import VpFailed
 from ._intercepts import (
     cr_write_intercepted,
     deliver,
@@ -87,6 +87,7 @@ _MSR_REGISTERS: Final[dict[int, int]] = {
     Msr.SYSENTER_ESP: Reg.SYSENTER_ESP,
     Msr.KERNEL_GS_BASE: Reg.KERNEL_GS_BASE,
     Msr.TSC_AUX: Reg.TSC_AUX,
+    Msr.XSS: Reg.XSS,
     Msr.PAT: Reg.PAT,
     Msr.APIC_BASE: Reg.APIC_BASE,
     Msr.HV_VP_ASSIST_PAGE: Reg.VP_ASSIST_PAGE,
@@ -100,6 +101,7 @@ _MSR_REGISTERS: Final[dict[int, int]] = {
 _CANONICAL_MSRS: Final = frozenset(
     {Msr.LSTAR, Msr.CSTAR, Msr.SYSENTER_EIP, Msr.SYSENTER_ESP, Msr.KERNEL_GS_BASE}
 )
+_SSP_MSRS: Final = frozenset({Msr.PL0_SSP, Msr.PL1_SSP, Msr.PL2_SSP, Msr.PL3_SSP})
 _SEGMENT_BASE_MSRS: Final[dict[int, int]] = {Msr.FS_BASE: Reg.FS, Msr.GS_BASE: Reg.GS}
 _REGISTERED_MSRS: Final = frozenset(
     {Msr.S_CET, Msr.PL0_SSP, Msr.PL1_SSP, Msr.PL2_SSP, Msr.PL3_SSP, Msr.INTERRUPT_SSP_TABLE_ADDR}
@@ -112,6 +114,8 @@ _TABLE_CONTROL: Final[dict[str, Callable[[CrInterceptControl], bool]]] = {
     "tr": lambda c: c.tr_write,
 }
 _XCR0_X87: Final = 0x1
+#: IA32_XSS bits a guest may set: PASID (10), CET_U (11), CET_S (12), as on the hypercall path.
+_XSS_SETTABLE: Final = 0x1C00
 
 
 def _advance(vp: VpState, vtl: Vtl, length: int) -> None:
@@ -160,8 +164,13 @@ def wrmsr(vp: VpState, action: Wrmsr) -> Exit:
                 "(OpenHCL's unreachable!() for PL3_SSP / INTERRUPT_SSP_TABLE_ADDR)"
             )
             raise VpFailed(vp.failure)
-        msg = f"vp {vp.index} ({vtl.name}): WRMSR {msr:#x} without an exit is not modelled"
-        raise UnsupportedAction(msg)
+        # No exit (OpenHCL passes these MSRs through to the L2 VM): the write reaches the
+        # hardware MSR directly. tdvsm does not model CET state, so only the architectural #GP
+        # checks apply (SSP values 4-byte aligned, addresses canonical).
+        if msr != Msr.S_CET and (not is_canonical(value, 57) or (msr in _SSP_MSRS and value & 3)):
+            return _GP0
+        _advance(vp, vtl, INSTRUCTION_LENGTH["msr"])
+        return Completed()
     if msr in _SEGMENT_BASE_MSRS:
         if not is_canonical(value, 57):
             return _GP0
@@ -181,6 +190,7 @@ def wrmsr(vp: VpState, action: Wrmsr) -> Exit:
             or (msr == Msr.HV_VP_ASSIST_PAGE and value & 0xFFE)
             or (msr == Msr.APIC_BASE and value != vp.read(vtl, Reg.APIC_BASE))
             or (msr == Msr.TSC_AUX and (value >> 32 or not vp.config.tsc_aux))
+            or (msr == Msr.XSS and value & ~(vp.config.xss_supported & _XSS_SETTABLE))
         ):
             return _GP0
         vp.stage(vtl, name, value)

@@ -91,6 +91,7 @@ PRIVATE_RESET: Final[dict[int, int]] = {
     Reg.CSTAR: 0,
     Reg.SFMASK: 0,
     Reg.TSC_AUX: 0,
+    Reg.XSS: 0,  # IA32_XSS: private per VTL (TdxPrivateRegs.msr_xss), WRMSR only
     Reg.APIC_BASE: APIC_BASE_DEFAULT,
     Reg.VP_ASSIST_PAGE: 0,
     Reg.SCONTROL: 0,

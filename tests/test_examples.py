@@ -13,6 +13,8 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 #: A line each example must print: proof it reached its end, not just that it exited 0.
 EXPECTED = {
     "seed_scenario.py": "VTL0 runs in long mode: EFER.LMA derived = 1",
+    "vsm_boot.py": "VSM boot complete: VTL1 enabled on VP 0 and VP 1, both back in VTL0",
+    "seed_intercept.py": "VTL0 resumed in long mode after the intercepted MOV CR0: EFER.LMA derived = 1",
 }
 
 
