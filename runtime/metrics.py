@@ -145,12 +145,17 @@ class PhaseRecorder:
     """Everything the drivers of one phase measure.
 
     ``origin`` is the phase's start on the drivers' clock; recorded times are relative to it.
+    Latencies are first counted in plain dicts (value -> count: one dict update per action,
+    and virtual latencies take few distinct values) and moved into the HDR histograms when a
+    dict grows large or when the histograms are read; the result is the same histogram.
     """
 
     __slots__ = (
+        "_episode_counts",
+        "_episodes",
+        "_histograms",
+        "_latency_counts",
         "actions",
-        "episodes",
-        "histograms",
         "origin",
         "outcomes",
         "timeline",
@@ -160,8 +165,10 @@ class PhaseRecorder:
 
     def __init__(self, origin: int, timeline_width: int) -> None:
         self.origin = origin
-        self.histograms: dict[str, HdrHistogram] = {}
-        self.episodes: dict[str, HdrHistogram] = {}
+        self._histograms: dict[str, HdrHistogram] = {}
+        self._episodes: dict[str, HdrHistogram] = {}
+        self._latency_counts: dict[str, dict[int, int]] = {}
+        self._episode_counts: dict[str, dict[int, int]] = {}
         self.outcomes: dict[tuple[str, str], int] = {}
         self.unexpected: dict[str, list[str]] = {}
         self.unexpected_counts: dict[str, int] = {}
@@ -170,10 +177,12 @@ class PhaseRecorder:
 
     def record(self, action: str, outcome: str, latency: int, end: int) -> None:
         """One action of type ``action`` ended at ``end`` after ``latency`` ns."""
-        histogram = self.histograms.get(action)
-        if histogram is None:
-            histogram = self.histograms[action] = new_histogram()
-        histogram.record_value(latency if latency < HIGHEST_NS else HIGHEST_NS)
+        counts = self._latency_counts.get(action)
+        if counts is None:
+            counts = self._latency_counts[action] = {}
+        counts[latency] = counts.get(latency, 0) + 1
+        if len(counts) > _PENDING_LIMIT:
+            _drain(counts, self._histograms, action)
         key = (action, outcome)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
         self.timeline.add(end - self.origin)
@@ -181,19 +190,55 @@ class PhaseRecorder:
 
     def record_episode(self, workload: str, latency: int) -> None:
         """One operation of ``workload`` took ``latency`` ns (from its intended start)."""
-        histogram = self.episodes.get(workload)
-        if histogram is None:
-            histogram = self.episodes[workload] = new_histogram()
-        histogram.record_value(latency if latency < HIGHEST_NS else HIGHEST_NS)
+        counts = self._episode_counts.get(workload)
+        if counts is None:
+            counts = self._episode_counts[workload] = {}
+        counts[latency] = counts.get(latency, 0) + 1
+        if len(counts) > _PENDING_LIMIT:
+            _drain(counts, self._episodes, workload)
+
+    @property
+    def histograms(self) -> dict[str, HdrHistogram]:
+        """Action type -> latency histogram."""
+        for name, counts in self._latency_counts.items():
+            _drain(counts, self._histograms, name)
+        return self._histograms
+
+    @property
+    def episodes(self) -> dict[str, HdrHistogram]:
+        """Workload -> operation latency histogram."""
+        for name, counts in self._episode_counts.items():
+            _drain(counts, self._episodes, name)
+        return self._episodes
 
     def note_unexpected(self, workload: str, what: str) -> None:
-        """A workload saw an outcome its guest model did not expect (counted; first 3 kept)."""
+        """A workload saw an outcome its guest model did not expect.
+
+        Counted; the three smallest distinct messages are kept, so the report does not depend
+        on which driver hit one first.
+        """
         self.unexpected_counts[workload] = self.unexpected_counts.get(workload, 0) + 1
         seen = self.unexpected.setdefault(workload, [])
-        if len(seen) < 3:
+        if what not in seen:
             seen.append(what)
+            seen.sort()
+            del seen[3:]
 
     @property
     def episode_count(self) -> int:
         """Operations completed."""
         return sum(h.get_total_count() for h in self.episodes.values())
+
+
+#: Distinct latencies counted per action type before they are moved into the histogram.
+_PENDING_LIMIT: Final = 4_096
+
+
+def _drain(counts: dict[int, int], histograms: dict[str, HdrHistogram], name: str) -> None:
+    histogram = histograms.get(name)
+    if histogram is None:
+        histogram = histograms[name] = new_histogram()
+    record = histogram.record_value
+    for value, count in counts.items():
+        record(value if value < HIGHEST_NS else HIGHEST_NS, count)
+    counts.clear()

@@ -30,7 +30,7 @@ from protocol._x86 import (
 )
 
 from .._clock import VirtualClock
-from ..costs import ActionKind, action_kind
+from ..costs import action_kind
 
 if TYPE_CHECKING:
     from protocol import Action, Outcome
@@ -90,9 +90,6 @@ class Unexpected(Exception):
     """
 
 
-_KINDS: dict[str, ActionKind] = {}
-
-
 @final
 class Driver:
     """One load driver (a wrk2 "connection"): runs one guest operation at a time.
@@ -101,7 +98,7 @@ class Driver:
     action's latency is measured from it, so time spent waiting for this driver counts.
     """
 
-    __slots__ = ("clock", "costs", "index", "recorder", "start_at", "vclock")
+    __slots__ = ("_cache", "clock", "costs", "index", "recorder", "start_at", "vclock")
 
     def __init__(self, index: int, clock: Clock, recorder: PhaseRecorder, costs: CostModel | None) -> None:
         self.index = index
@@ -111,6 +108,17 @@ class Driver:
         self.vclock = clock if isinstance(clock, VirtualClock) else None
         self.costs = costs if self.vclock is not None else None
         self.start_at: int | None = None
+        self._cache: dict[tuple[str, str, int], int] = {}
+
+    def cost_ns(self, action: str, outcome: str, switches: int, commits: int, writes: int) -> int:
+        """Modelled nanoseconds of one action (``CostModel.charge``, with its base part cached)."""
+        costs = self.costs
+        assert costs is not None  # only virtual drivers charge costs
+        key = (action, outcome, switches)
+        base = self._cache.get(key)
+        if base is None:
+            base = self._cache[key] = costs.charge(action_kind(action), outcome, switches, 0, 0)
+        return costs.ns(base + writes * costs.commit_overhead + commits * costs.commit_fixed)
 
     def __repr__(self) -> str:
         return f"<Driver {self.index} t={self.clock.now()}>"
@@ -155,39 +163,34 @@ class Guest:
     async def do(self, action: Action) -> Outcome:
         """Perform ``action`` on the VP and record its latency; a checkpoint."""
         driver = self.driver
-        clock = driver.clock
         start = driver.start_at
         if start is None:
-            start = clock.now()
+            start = driver.clock.now()
         else:
             driver.start_at = None
         trace = self.trace
-        vtl = self.vp.active_vtl if trace is not None else 0
-        outcome = await self.vp.execute(action)
+        vp = self.vp
+        vtl = vp.active_vtl if trace is not None else 0
+        outcome = await vp.execute(action)
         name = type(action).__name__
         outcome_name = type(outcome).__name__
-        costs = driver.costs
         vclock = driver.vclock
         switches = commits = writes = 0
         if vclock is not None or trace is not None:
-            stats = self.vp.statistics()
-            switches = stats.vtl_switches - self.switches
-            commits = stats.commits - self.commits
-            writes = stats.vmcs_writes - self.writes
-            self.switches, self.commits, self.writes = stats.vtl_switches, stats.commits, stats.vmcs_writes
-        if vclock is not None and costs is not None:
-            kind = _KINDS.get(name)
-            if kind is None:
-                kind = _KINDS[name] = action_kind(name)
-            end = vclock.advance(costs.ns(costs.charge(kind, outcome_name, switches, commits, writes)))
+            now_switches, now_commits, now_writes = vp.counters()
+            switches = now_switches - self.switches
+            commits = now_commits - self.commits
+            writes = now_writes - self.writes
+            self.switches, self.commits, self.writes = now_switches, now_commits, now_writes
+        if vclock is not None:
+            end = vclock.advance(driver.cost_ns(name, outcome_name, switches, commits, writes))
         else:
-            end = clock.now()
+            end = driver.clock.now()
         driver.recorder.record(name, outcome_name, end - start, end)
         if trace is not None:
-            trace.action(name, outcome, start, end, vtl, self.vp.active_vtl, commits, writes)
+            trace.action(name, outcome, start, end, vtl, vp.active_vtl, commits, writes)
         return outcome
 
     def sync_counters(self) -> None:
         """Take the VP's counters as the baseline of the next measured action."""
-        stats = self.vp.statistics()
-        self.switches, self.commits, self.writes = stats.vtl_switches, stats.commits, stats.vmcs_writes
+        self.switches, self.commits, self.writes = self.vp.counters()
