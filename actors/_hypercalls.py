@@ -96,24 +96,37 @@ def _target_vtl(caller: Vtl, target_vtl: int | None) -> int:
 # ---- register hypercalls ------------------------------------------------------------------------
 
 
+def _register_call_target(
+    vp: VpState, caller: Vtl, action: GetVpRegisters | SetVpRegisters, count: int, wrong_vp: HvStatus
+) -> Vtl | HvStatus:
+    """The checks before the first element (DOMAIN 3.1 steps 1-4, 3.12 control validation).
+
+    Returns the target VTL, or the status that refuses the whole call with 0 reps. A wrong VP
+    index gives ``wrong_vp``: AccessDenied for get, InvalidVpIndex for set (quirk 1).
+    """
+    if count == 0 or action.rep_start >= count:
+        return HvStatus.INVALID_HYPERCALL_INPUT
+    target = _target_vtl(caller, action.target_vtl)
+    if target > Vtl.VTL2:
+        return HvStatus.INVALID_PARAMETER
+    if action.partition_id != HV_PARTITION_ID_SELF:
+        return HvStatus.ACCESS_DENIED
+    if action.vp_index not in (HV_VP_INDEX_SELF, vp.index):
+        return wrong_vp
+    if target > caller:
+        return HvStatus.ACCESS_DENIED
+    return Vtl(target)
+
+
 def get_vp_registers(
     vp: VpState, view: PartitionView, caller: Vtl, action: GetVpRegisters
 ) -> HypercallResult:
-    """HvCallGetVpRegisters (DOMAIN 3.1, 3.12): wrong VP index -> AccessDenied (quirk 1)."""
+    """HvCallGetVpRegisters (DOMAIN 3.1, 3.12): values of the completed prefix are returned."""
     count = len(action.names)
-    if count == 0 or action.rep_start >= count:
-        return _status(HvStatus.INVALID_HYPERCALL_INPUT)
-    target = _target_vtl(caller, action.target_vtl)
-    if target > Vtl.VTL2:
-        return _status(HvStatus.INVALID_PARAMETER)
-    if action.partition_id != HV_PARTITION_ID_SELF:
-        return _status(HvStatus.ACCESS_DENIED)
-    if action.vp_index not in (HV_VP_INDEX_SELF, vp.index):
-        return _status(HvStatus.ACCESS_DENIED)
-    if target > caller:
-        return _status(HvStatus.ACCESS_DENIED)
+    target_vtl = _register_call_target(vp, caller, action, count, HvStatus.ACCESS_DENIED)
+    if isinstance(target_vtl, HvStatus):
+        return _status(target_vtl)
     values: list[int] = []
-    target_vtl = Vtl(target)
     for i in range(action.rep_start, count):
         status, value = get_vp_register(vp, view, caller, target_vtl, action.names[i])
         if status:
@@ -125,18 +138,9 @@ def get_vp_registers(
 def set_vp_registers(vp: VpState, view: ViewSource, caller: Vtl, action: SetVpRegisters) -> Pending:
     """HvCallSetVpRegisters (DOMAIN 3.1, 3.2, 3.12): the applied prefix stays applied."""
     count = len(action.registers)
-    if count == 0 or action.rep_start >= count:
-        return _status(HvStatus.INVALID_HYPERCALL_INPUT)
-    target = _target_vtl(caller, action.target_vtl)
-    if target > Vtl.VTL2:
-        return _status(HvStatus.INVALID_PARAMETER)
-    if action.partition_id != HV_PARTITION_ID_SELF:
-        return _status(HvStatus.ACCESS_DENIED)
-    if action.vp_index not in (HV_VP_INDEX_SELF, vp.index):
-        return _status(HvStatus.INVALID_VP_INDEX)
-    if target > caller:
-        return _status(HvStatus.ACCESS_DENIED)
-    target_vtl = Vtl(target)
+    target_vtl = _register_call_target(vp, caller, action, count, HvStatus.INVALID_VP_INDEX)
+    if isinstance(target_vtl, HvStatus):
+        return _status(target_vtl)
     for i in range(action.rep_start, count):
         element = action.registers[i]
         outcome = set_vp_register(vp, view(), caller, target_vtl, element.name, element.value)
