@@ -42,10 +42,16 @@ def _short(value: float) -> str:
 
 
 def _throughput(ax: Any, phase: PhaseReport, label: str) -> None:
-    width_s = phase.timeline.bucket_ns / 1e9
+    width = phase.timeline.bucket_ns
     counts = phase.timeline.counts
-    times = [(i + 0.5) * width_s * 1000 for i in range(len(counts))]
-    ax.plot(times, [c / width_s for c in counts], label=label, drawstyle="steps-mid")
+    times, rates = [], []
+    for i, count in enumerate(counts):
+        # The last bucket ends with the phase: divide by the part of it the phase covered.
+        span = min(width, phase.duration_ns - i * width) if i == len(counts) - 1 else width
+        if span > 0:
+            times.append((i * width + span / 2) / 1e6)
+            rates.append(count / (span / 1e9))
+    ax.plot(times, rates, label=label, drawstyle="steps-mid")
 
 
 def plot_report(report: Report, path: str | Path) -> None:
@@ -69,17 +75,25 @@ def plot_report(report: Report, path: str | Path) -> None:
         if action.count
     ]
     positive = [value for _, _, buckets in curves for value, _ in buckets if value > 0]
-    floor_us = min(positive) / 2000 if positive else 0.001
+    highest = max(positive, default=1) / 1000
+    # A log axis when latencies span more than two decades (wall clock), else linear
+    # (virtual latencies are a few discrete costs within one decade or so).
+    log = bool(positive) and highest / (min(positive) / 1000) > 100
+    floor_us = min(positive) / 2000 if log else 0.0
     for name, count, buckets in curves:
         xs, ys = _cdf(buckets, floor_us)
         ax.plot(xs, ys, label=f"{name} ({count:,})")
-    ax.set_xscale("log")
-    ax.set_xlim(left=floor_us * 0.9)
-    ax.set_xlabel(f"{unit}latency (us, log scale; 0 drawn at the left edge)")
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(left=floor_us * 0.9)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"{unit}latency (us, log scale; 0 drawn at the left edge)")
+    else:
+        ax.set_xlim(left=0, right=highest * 1.05)
+        ax.set_xlabel(f"{unit}latency (us)")
     ax.set_ylabel("fraction of actions")
     ax.set_title(f"Latency CDF per action type ({phase.phase}, {run.commit_policy})")
     ax.grid(True, which="both", alpha=0.3)
-    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7, loc="upper left")
 
     ax = axes[1]
