@@ -4,13 +4,15 @@ Every figure is measured beside its floor in the same run, on the same backend, 
 as a ratio, because the machine is shared and noisy (absolute numbers move 20-40% between
 runs; ratios much less):
 
-* **P1** one ``vp.execute(Rdmsr)`` round trip, p50, per backend, against that backend's raw
-  ask floor (asyncio: a Queue-fed actor task replying through a Future; trio: a minimal
-  mailbox, a deque plus one parked waiter) and a direct method call. Target: <= 1.5x the raw
-  ask floor, and below the fastest in-process peer of PERFORMANCE.md (thespian, 9.8 us).
+* **P1** one ``vp.execute(Rdmsr)`` round trip, p50, per backend, alternated sample by sample
+  in one event loop with that backend's raw ask floor (asyncio: a Queue-fed actor task
+  replying through a Future; trio: a minimal mailbox, a deque plus one parked waiter); a
+  direct method call for scale. Target: <= 1.5x the raw ask floor, and below the fastest
+  in-process peer of PERFORMANCE.md (thespian, 9.8 us).
 * **P2** fleet: 2,500 partitions x 4 VPs (10,000 VPs, all started), 100 concurrent drivers
   executing ``Rdmsr`` on random VPs, against a raw asyncio fleet (10,000 Queue-fed actor
-  tasks, 100 clients). Target: >= 0.8x the raw fleet's asks/s, p99 <= 3 ms.
+  tasks, 100 clients); both fleets live in one event loop and take turns (4 rounds each).
+  Target: >= 0.8x the raw fleet's asks/s, p99 <= 3 ms.
 * **P3** batching, register-update-heavy: VTL1 restores VTL0 context in bulk (SetVpRegisters
   of 16 registers, target VTL0, 4 calls per VTL call, then VTL0 runs again); batched vs eager.
   Target: batched >= 3x eager's register updates per wall second, and <= 0.5x its modelled
@@ -39,7 +41,8 @@ import sys
 import time
 import tracemalloc
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import anyio
 import anyio.lowlevel
@@ -75,7 +78,7 @@ from .workloads import Driver, Guest, boot_partition, long_mode_context, resolve
 from .workloads._guest import VTL0_CR0
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from ._host import Vp
 
@@ -124,19 +127,30 @@ def _handler(message: int) -> int:
 # ---- P1: one round trip -----------------------------------------------------------------------------
 
 
-async def _timed(ask: Callable[[int], Awaitable[object]], n: int) -> list[int]:
+Ask: TypeAlias = "Callable[[int], Awaitable[object]]"
+
+
+async def _interleaved(asks: list[Ask], n: int) -> list[list[int]]:
+    """Time ``n`` round trips of each ask, alternating between them sample by sample.
+
+    Alternating within one event loop lets the host's noise hit every path alike.
+    """
     clock = time.perf_counter_ns
     for i in range(n // 10):
-        await ask(i)
-    samples = []
+        for ask in asks:
+            await ask(i)
+    samples: list[list[int]] = [[] for _ in asks]
     for i in range(n):
-        start = clock()
-        await ask(i)
-        samples.append(clock() - start)
+        for ask, out in zip(asks, samples, strict=True):
+            start = clock()
+            await ask(i)
+            out.append(clock() - start)
     return samples
 
 
-async def _asyncio_floor(n: int) -> list[int]:
+@asynccontextmanager
+async def _asyncio_floor() -> AsyncIterator[Ask]:
+    """The raw asyncio ask: an actor task fed by an ``asyncio.Queue``, replying via a Future."""
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -154,12 +168,13 @@ async def _asyncio_floor(n: int) -> list[int]:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(server)
-        samples = await _timed(ask, n)
+        yield ask
         tg.cancel_scope.cancel()
-    return samples
 
 
-async def _trio_floor(n: int) -> list[int]:
+@asynccontextmanager
+async def _trio_floor() -> AsyncIterator[Ask]:
+    """trio's minimal mailbox: a deque and one parked server task, clients parked on replies."""
     import outcome
     import trio
 
@@ -187,9 +202,8 @@ async def _trio_floor(n: int) -> list[int]:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(server)
-        samples = await _timed(ask, n)
+        yield ask
         tg.cancel_scope.cancel()
-    return samples
 
 
 def _direct_call_ns(n: int) -> float:
@@ -207,31 +221,27 @@ def _direct_call_ns(n: int) -> float:
     return statistics.median(batches)
 
 
-async def _vp_round_trips(n: int) -> list[int]:
-    async with open_runtime(seed=1) as rt:
+async def _p1_samples(backend: str, n: int) -> list[list[int]]:
+    floor = _asyncio_floor() if backend == "asyncio" else _trio_floor()
+    async with floor as floor_ask, open_runtime(seed=1) as rt:
         vp = (await rt.create_partition(vp_count=1)).vp(0)
         action = Rdmsr(msr=Msr.LSTAR)
 
-        async def ask(_: int) -> object:
+        async def vp_ask(_: int) -> object:
             return await vp.execute(action)
 
-        return await _timed(ask, n)
+        return await _interleaved([floor_ask, vp_ask], n)
 
 
 def _p1(quick: bool) -> list[Figure]:
     n = 3_000 if quick else 30_000
     figures = []
     direct = _direct_call_ns(n * 10)
-    for backend, floor_fn, floor_name in (
-        ("asyncio", _asyncio_floor, "asyncio Queue+Future ask"),
-        ("trio", _trio_floor, "trio minimal mailbox (deque + parked waiter)"),
+    for backend, floor_name in (
+        ("asyncio", "asyncio Queue+Future ask"),
+        ("trio", "trio minimal mailbox (deque + parked waiter)"),
     ):
-        # Interleave the two measurements so that noise hits both alike.
-        ours: list[int] = []
-        floor: list[int] = []
-        for _ in range(3):
-            floor += anyio.run(floor_fn, n // 3, backend=backend)
-            ours += anyio.run(_vp_round_trips, n // 3, backend=backend)
+        floor, ours = anyio.run(_p1_samples, backend, n, backend=backend)
         p50, floor_p50 = _p(ours, 0.5), _p(floor, 0.5)
         ratio = p50 / floor_p50
         figures.append(
@@ -259,7 +269,9 @@ def _p1(quick: bool) -> list[Figure]:
 # ---- P2: the fleet -------------------------------------------------------------------------------------
 
 
-async def _raw_fleet(actors: int, clients: int, seconds: float) -> tuple[float, list[int]]:
+@asynccontextmanager
+async def _raw_fleet(actors: int) -> AsyncIterator[Ask]:
+    """``actors`` raw asyncio actors (a task parked on its own Queue each)."""
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -279,22 +291,39 @@ async def _raw_fleet(actors: int, clients: int, seconds: float) -> tuple[float, 
         for queue in queues:
             tg.start_soon(actor, queue)
         await anyio.lowlevel.checkpoint()
-        result = await _drive_fleet(ask, actors, clients, seconds)
+        yield ask
         tg.cancel_scope.cancel()
-    return result
+
+
+@asynccontextmanager
+async def _our_fleet(partitions: int) -> AsyncIterator[Ask]:
+    """``partitions`` x 4 VPs, every AP started; ``ask(i)`` runs Rdmsr on VP ``i``."""
+    async with open_runtime(seed=1) as rt:
+        parts = [await rt.create_partition(vp_count=4) for _ in range(partitions)]
+        context = long_mode_context(0x1000)
+        for part in parts:
+            for i in (1, 2, 3):
+                start = StartVirtualProcessor(vp_index=i, target_vtl=Vtl.VTL0, context=context)
+                await part.vp(0).execute(start)
+        vps = [part.vp(i) for part in parts for i in range(4)]
+        action = Rdmsr(msr=Msr.LSTAR)
+
+        async def ask(i: int) -> object:
+            return await vps[i].execute(action)
+
+        yield ask
 
 
 async def _drive_fleet(
-    ask: Callable[[int], Awaitable[object]], targets: int, clients: int, seconds: float
-) -> tuple[float, list[int]]:
-    gc.collect()
-    gc.freeze()
+    ask: Ask, targets: int, clients: int, seconds: float, seed: int
+) -> tuple[int, int, list[int]]:
+    """``clients`` closed-loop clients asking random targets for ``seconds``: (asks, ns, latencies)."""
     latencies: list[int] = []
     clock = time.perf_counter_ns
     deadline = clock() + int(seconds * 1e9)
 
-    async def client(seed: int) -> None:
-        rng = random.Random(seed)
+    async def client(c: int) -> None:
+        rng = random.Random(seed * 1000 + c)
         record = latencies.append
         while True:
             start = clock()
@@ -304,37 +333,39 @@ async def _drive_fleet(
             record(clock() - start)
 
     started = clock()
-    try:
-        async with anyio.create_task_group() as tg:
-            for c in range(clients):
-                tg.start_soon(client, c)
-    finally:
-        gc.unfreeze()
-    return len(latencies) / ((clock() - started) / 1e9), latencies
+    async with anyio.create_task_group() as tg:
+        for c in range(clients):
+            tg.start_soon(client, c)
+    return len(latencies), clock() - started, latencies
 
 
-async def _our_fleet(partitions: int, clients: int, seconds: float) -> tuple[float, list[int]]:
-    async with open_runtime(seed=1) as rt:
-        parts = [await rt.create_partition(vp_count=4) for _ in range(partitions)]
-        context = long_mode_context(0x1000)
-        for part in parts:
-            for i in (1, 2, 3):
-                await part.vp(0).execute(
-                    StartVirtualProcessor(vp_index=i, target_vtl=Vtl.VTL0, context=context)
-                )
-        vps = [part.vp(i) for part in parts for i in range(4)]
-        action = Rdmsr(msr=Msr.LSTAR)
-
-        async def ask(i: int) -> object:
-            return await vps[i].execute(action)
-
-        return await _drive_fleet(ask, len(vps), clients, seconds)
+async def _p2_samples(
+    partitions: int, clients: int, seconds: float, rounds: int
+) -> list[tuple[float, list[int]]]:
+    targets = partitions * 4
+    async with _raw_fleet(targets) as raw, _our_fleet(partitions) as ours:
+        gc.collect()
+        gc.freeze()
+        asks = [0, 0]
+        elapsed = [0, 0]
+        latencies: list[list[int]] = [[], []]
+        try:
+            for r in range(rounds):  # alternate the two fleets so noise hits both alike
+                for i, ask in enumerate((raw, ours)):
+                    n, ns, samples = await _drive_fleet(ask, targets, clients, seconds / rounds, r)
+                    asks[i] += n
+                    elapsed[i] += ns
+                    latencies[i] += samples
+        finally:
+            gc.unfreeze()
+    return [(asks[i] * 1e9 / elapsed[i], latencies[i]) for i in range(2)]
 
 
 def _p2(quick: bool) -> list[Figure]:
-    partitions, clients, seconds = (250, 20, 0.5) if quick else (2_500, 100, 3.0)
-    raw_rate, raw_lat = anyio.run(_raw_fleet, partitions * 4, clients, seconds, backend="asyncio")
-    rate, lat = anyio.run(_our_fleet, partitions, clients, seconds, backend="asyncio")
+    partitions, clients, seconds = (250, 20, 0.6) if quick else (2_500, 100, 4.0)
+    (raw_rate, raw_lat), (rate, lat) = anyio.run(
+        _p2_samples, partitions, clients, seconds, 4, backend="asyncio"
+    )
     ratio = rate / raw_rate
     p99 = _p(lat, 0.99)
     return [
@@ -628,6 +659,11 @@ async def _virtual_run(options: ExperimentOptions) -> tuple[bytes, int, float]:
     return encode_report(build_report([data], CostModel())), actions, wall
 
 
+async def _floor_samples(n: int) -> list[int]:
+    async with _asyncio_floor() as ask:
+        return (await _interleaved([ask], n))[0]
+
+
 def _p7(quick: bool) -> list[Figure]:
     partitions, ops = (30, 2_000) if quick else (300, 40_000)
     options = ExperimentOptions(
@@ -648,7 +684,7 @@ def _p7(quick: bool) -> list[Figure]:
     first, actions, wall = anyio.run(_virtual_run, options, backend="asyncio")
     second, _, wall2 = anyio.run(_virtual_run, options, backend="asyncio")
     rate = actions / min(wall, wall2)
-    floor = 1e9 / _p(anyio.run(_asyncio_floor, 3_000 if quick else 20_000, backend="asyncio"), 0.5)
+    floor = 1e9 / _p(anyio.run(_floor_samples, 3_000 if quick else 20_000, backend="asyncio"), 0.5)
     identical = first == second
     return [
         Figure(
