@@ -15,6 +15,8 @@ Commit points (the rules are in ``actors``; this module only decides *when*):
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import types
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
@@ -112,6 +114,10 @@ class BatchingScheduler:
         self._ready: deque[VpCell | PartitionCells] = deque()
         self._wakeup = backend.wakeup()
         self._dirty: dict[VpCell, float] = {}
+        # Batch-window deadlines of the cells in ``_dirty``, as a heap of (deadline, seq, cell);
+        # an entry whose cell has left ``_dirty`` (a stopped partition) is skipped when popped.
+        self._deadlines: list[tuple[float, int, VpCell]] = []
+        self._deadline_seq = itertools.count()
         self._flusher_wakeup = anyio.Event()
         self.passes = 0
         self.steps = 0
@@ -220,7 +226,9 @@ class BatchingScheduler:
         if cell not in self._dirty:
             vtls = cell.actor.state.vtls
             if vtls[0].staged_updates or vtls[1].staged_updates:
-                self._dirty[cell] = anyio.current_time()
+                now = self._dirty[cell] = anyio.current_time()
+                deadline = now + cell.partition.config.batch_window
+                heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), cell))
                 self._flusher_wakeup.set()
         if cell.pending is None and (cell.mailbox or cell.actor.has_controls):
             self.schedule(cell)
@@ -273,23 +281,21 @@ class BatchingScheduler:
         while True:
             await self._flusher_wakeup.wait()
             self._flusher_wakeup = anyio.Event()
-            while self._dirty:
+            deadlines = self._deadlines
+            while deadlines:
+                # Earliest deadline first: O(log n) per dirty cell, not a scan of all of them.
+                deadline, _, cell = deadlines[0]
                 now = anyio.current_time()
-                earliest = min(
-                    since + cell.partition.config.batch_window for cell, since in self._dirty.items()
-                )
-                if earliest > now:
-                    await anyio.sleep(earliest - now)
-                    now = anyio.current_time()
-                for cell, since in list(self._dirty.items()):
-                    if since + cell.partition.config.batch_window <= now:
-                        del self._dirty[cell]
-                        if cell.partition.stopped:
-                            continue
-                        cell.actor.state.commit_all()
-                        self.window_commits += 1
-                        if self.check_invariants:
-                            check_vp_invariants(cell.actor.state)
+                if deadline > now:
+                    await anyio.sleep(deadline - now)
+                    continue
+                heapq.heappop(deadlines)
+                if self._dirty.pop(cell, None) is None or cell.partition.stopped:
+                    continue
+                cell.actor.state.commit_all()
+                self.window_commits += 1
+                if self.check_invariants:
+                    check_vp_invariants(cell.actor.state)
 
     # ---- shutdown ----------------------------------------------------------------------------------
 
