@@ -108,6 +108,9 @@ class BatchingScheduler:
     """
 
     def __init__(self, backend: Backend, *, mailbox_capacity: int, check_invariants: bool) -> None:
+        # The event loop's clock (what anyio.current_time and anyio.sleep use), looked up once:
+        # anyio.current_time finds the backend again on every call.
+        self._now = _loop_clock()
         self.backend = backend
         self.mailbox_capacity = mailbox_capacity
         self.check_invariants = check_invariants
@@ -226,7 +229,7 @@ class BatchingScheduler:
         if cell not in self._dirty:
             vtls = cell.actor.state.vtls
             if vtls[0].staged_updates or vtls[1].staged_updates:
-                now = self._dirty[cell] = anyio.current_time()
+                now = self._dirty[cell] = self._now()
                 deadline = now + cell.partition.config.batch_window
                 heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), cell))
                 self._flusher_wakeup.set()
@@ -285,7 +288,7 @@ class BatchingScheduler:
             while deadlines:
                 # Earliest deadline first: O(log n) per dirty cell, not a scan of all of them.
                 deadline, _, cell = deadlines[0]
-                now = anyio.current_time()
+                now = self._now()
                 if deadline > now:
                     await anyio.sleep(deadline - now)
                     continue
@@ -314,3 +317,16 @@ class BatchingScheduler:
                 reply_error(slot, error)
             self._dirty.pop(cell, None)
         partition.requests.clear()
+
+
+def _loop_clock() -> Callable[[], float]:
+    """The running event loop's monotonic clock, in seconds."""
+    import sniffio
+
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        return trio.current_time
+    import asyncio
+
+    return asyncio.get_running_loop().time
