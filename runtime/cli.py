@@ -109,7 +109,9 @@ def _parser() -> _Parser:
     out = run.add_argument_group("output")
     out.add_argument("--report", metavar="FILE.json", help="write the JSON report")
     out.add_argument("--plot", metavar="FILE.png", help="write latency CDFs and throughput plots")
-    out.add_argument("--trace", metavar="FILE.json", help="write a Perfetto/Chrome trace of sampled VPs")
+    out.add_argument(
+        "--trace", metavar="FILE.json", help="write a Perfetto/Chrome trace of sampled VPs (first run)"
+    )
     out.add_argument("--trace-vps", type=_non_negative_int, default=8, help="VPs sampled for --trace (8)")
     out.add_argument("--include-wall", action="store_true", help="virtual clock: add wall-clock facts")
     out.add_argument(

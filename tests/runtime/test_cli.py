@@ -290,13 +290,22 @@ def test_table_shows_every_action_type(tmp_path: Path, capsys: pytest.CaptureFix
         assert f"  {action.action} " in out
 
 
-def test_plot_writes_a_png(tmp_path: Path) -> None:
-    """--plot writes a PNG (latency CDFs, throughput, and the policy comparison)."""
-    png = tmp_path / "plot.png"
-    run(tmp_path, "--ops", "40", "--compare-policies", "--plot", str(png))
-    data = png.read_bytes()
+def _png_size(data: bytes) -> tuple[int, int]:
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(data) > 20_000
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    """--plot: two panels (CDF, throughput); a third (batched vs eager) with --compare-policies."""
+    single, compared = tmp_path / "single.png", tmp_path / "compared.png"
+    run(tmp_path, "--ops", "40", "--plot", str(single), name="a.json")
+    run(tmp_path, "--ops", "40", "--compare-policies", "--plot", str(compared), name="b.json")
+    width, height = _png_size(single.read_bytes())
+    assert 2 * height < width < 3 * height
+    width3, height3 = _png_size(compared.read_bytes())
+    assert height3 == height
+    assert width3 > 3 * height3
+    assert len(compared.read_bytes()) > 20_000
 
 
 def test_trace_writes_perfetto_events_for_sampled_vps(tmp_path: Path) -> None:
