@@ -11,7 +11,6 @@ One line per step. Run: ``python examples/seed_intercept.py [asyncio|trio]``.
 from __future__ import annotations
 
 import sys
-from itertools import count
 
 import anyio
 
@@ -22,9 +21,7 @@ from protocol import (
     EnableVpVtl,
     GetVpRegisters,
     HvRegisterName as Reg,
-    HvStatus,
     HypercallResult,
-    InitialVpContext,
     Intercepted,
     MovToCr,
     Outcome,
@@ -33,65 +30,30 @@ from protocol import (
     Vtl,
     VtlCall,
     VtlReturn,
-    VtlSwitched,
     Wrmsr,
 )
 from protocol._x86 import (
     CR0_ET,
-    CR0_NE,
     CR0_PE,
     CR0_PG,
     CR4_PAE,
-    DEFAULT_PAT,
     EFER_LMA,
     EFER_LME,
     EFER_NXE,
     Msr,
-    segment,
 )
 from runtime import Vp, open_runtime
+from runtime.testing import Timeline, long_mode_context
 
-_STEP = count(1)
-VTL1_CONTEXT = InitialVpContext(
-    rip=0xFFFF_8000_0010_0000,
-    rsp=0xFFFF_8000_0010_8000,
-    rflags=0x2,
-    cs=segment(selector=0x08, limit=0xFFFF_FFFF, attributes=0xA09B),
-    ss=segment(selector=0x10, limit=0xFFFF_FFFF, attributes=0xC093),
-    efer=EFER_LME | EFER_LMA | EFER_NXE,
-    cr0=CR0_PE | CR0_PG | CR0_NE | CR0_ET,
-    cr3=0x20_0000,
-    cr4=CR4_PAE,
-    msr_cr_pat=DEFAULT_PAT,
-)
+_TIMELINE = Timeline()
+VTL1_CONTEXT = long_mode_context(0xFFFF_8000_0010_0000, rsp=0xFFFF_8000_0010_8000)
 PROTECTED = CR0_PE | CR0_ET
 PAGED = PROTECTED | CR0_PG
 
 
-def describe(outcome: Outcome) -> str:
-    """One readable phrase for an outcome."""
-    if isinstance(outcome, HypercallResult):
-        text = f"{HvStatus(outcome.status).name} (reps {outcome.reps_completed})"
-        if outcome.values:
-            text += " values " + ", ".join(f"{v:#x}" for v in outcome.values)
-        return text
-    if isinstance(outcome, VtlSwitched):
-        return f"now in {Vtl(outcome.to_vtl).name} (entry reason {outcome.entry_reason})"
-    if isinstance(outcome, Intercepted):
-        m = outcome.message
-        return (
-            f"INTERCEPTED: message {m.message_type:#x} register {m.register_name or 0:#x} "
-            f"value {m.value or 0:#x} rip {m.rip:#x} length {m.instruction_length}; now in VTL1"
-        )
-    return type(outcome).__name__
-
-
 async def step(vp: Vp, label: str, action: Action) -> Outcome:
     """Run ``action`` on ``vp`` and print the timeline line."""
-    vtl = vp.active_vtl.name
-    outcome = await vp.execute(action)
-    print(f"{next(_STEP):>2}. {vtl}  {label:<62} -> {describe(outcome)}")
-    return outcome
+    return await _TIMELINE.step(vp, label, action)
 
 
 async def mode(vp: Vp, label: str) -> bool:

@@ -16,7 +16,6 @@ from protocol import (
     EnablePartitionVtl,
     EnableVpVtl,
     HvRegisterName as Reg,
-    InitialVpContext,
     RegisterAssoc,
     SetVpRegisters,
     Vtl,
@@ -25,31 +24,18 @@ from protocol import (
 )
 from protocol._x86 import (
     CR0_ET,
-    CR0_NE,
     CR0_PE,
     CR0_PG,
     CR4_PAE,
-    DEFAULT_PAT,
     EFER_LMA,
     EFER_LME,
     EFER_NXE,
-    segment,
 )
 from runtime import Vp, open_runtime
+from runtime.testing import long_mode_context
 
 VTL1_ENTRY = 0xFFFF_8000_0010_0000
-VTL1_CONTEXT = InitialVpContext(
-    rip=VTL1_ENTRY,
-    rsp=VTL1_ENTRY + 0x8000,
-    rflags=0x2,
-    cs=segment(selector=0x08, limit=0xFFFF_FFFF, attributes=0xA09B),
-    ss=segment(selector=0x10, limit=0xFFFF_FFFF, attributes=0xC093),
-    efer=EFER_LME | EFER_LMA | EFER_NXE,
-    cr0=CR0_PE | CR0_PG | CR0_NE | CR0_ET,
-    cr3=0x20_0000,
-    cr4=CR4_PAE,
-    msr_cr_pat=DEFAULT_PAT,
-)
+VTL1_CONTEXT = long_mode_context(VTL1_ENTRY, rsp=VTL1_ENTRY + 0x8000)
 
 
 async def show(vp: Vp, label: str) -> None:

@@ -10,7 +10,6 @@ Run: ``python examples/vsm_boot.py [asyncio|trio]``.
 from __future__ import annotations
 
 import sys
-from itertools import count
 
 import anyio
 
@@ -22,7 +21,6 @@ from protocol import (
     GetVpRegisters,
     HvRegisterName as Reg,
     HvStatus,
-    HypercallResult,
     InitialVpContext,
     Outcome,
     RegisterAssoc,
@@ -31,63 +29,22 @@ from protocol import (
     Vtl,
     VtlCall,
     VtlReturn,
-    VtlSwitched,
 )
-from protocol._x86 import (
-    CR0_ET,
-    CR0_NE,
-    CR0_PE,
-    CR0_PG,
-    CR4_PAE,
-    DEFAULT_PAT,
-    EFER_LMA,
-    EFER_LME,
-    EFER_NXE,
-    EFER_SCE,
-    segment,
-)
+from protocol._x86 import CR0_PE, CR0_PG, CR4_PAE
 from runtime import Vp, open_runtime
+from runtime.testing import Timeline, long_mode_context
 
-_STEP = count(1)
+_TIMELINE = Timeline()
 
 
 def context(rip: int) -> InitialVpContext:
     """A flat 64-bit initial context at CPL 0 (what a loader hands a secure kernel or an AP)."""
-    return InitialVpContext(
-        rip=rip,
-        rsp=rip + 0x8000,
-        rflags=0x2,
-        cs=segment(selector=0x08, limit=0xFFFF_FFFF, attributes=0xA09B),
-        ss=segment(selector=0x10, limit=0xFFFF_FFFF, attributes=0xC093),
-        efer=EFER_LME | EFER_LMA | EFER_NXE | EFER_SCE,
-        cr0=CR0_PE | CR0_PG | CR0_NE | CR0_ET,
-        cr3=0x20_0000,
-        cr4=CR4_PAE,
-        msr_cr_pat=DEFAULT_PAT,
-    )
-
-
-def describe(outcome: Outcome) -> str:
-    """One readable phrase for an outcome."""
-    if isinstance(outcome, HypercallResult):
-        text = f"{HvStatus(outcome.status).name} (reps {outcome.reps_completed})"
-        if outcome.values:
-            text += " values " + ", ".join(f"{v:#x}" for v in outcome.values)
-        return text
-    if isinstance(outcome, VtlSwitched):
-        return f"now in {Vtl(outcome.to_vtl).name} (entry reason {outcome.entry_reason})"
-    return repr(outcome)
+    return long_mode_context(rip, rsp=rip + 0x8000)
 
 
 async def step(vp: Vp, label: str, action: Action, expect: HvStatus | None = HvStatus.SUCCESS) -> Outcome:
     """Run ``action`` on ``vp``, print the timeline line and check the expected status."""
-    vtl = vp.active_vtl.name
-    outcome = await vp.execute(action)
-    print(f"{next(_STEP):>2}. VP{vp.index} {vtl}  {label:<62} -> {describe(outcome)}")
-    if expect is not None:
-        assert isinstance(outcome, HypercallResult), outcome
-        assert outcome.status == expect, outcome
-    return outcome
+    return await _TIMELINE.step(vp, label, action, expect=expect)
 
 
 def set_one(name: Reg, value: int, target_vtl: Vtl | None = None) -> SetVpRegisters:

@@ -8,6 +8,7 @@ follow API.md (``partition_id=HV_PARTITION_ID_SELF``, ``vp_index=HV_VP_INDEX_SEL
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Literal, TypeAlias
 
 from ._base import U8, U16, U32, U64, U128, Msg, check_width
@@ -135,7 +136,7 @@ class StartVirtualProcessor(Msg, tag=True, frozen=True, kw_only=True):
 class GetVpRegisters(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallGetVpRegisters (0x0050, rep): one element per register name."""
 
-    names: list[U32]
+    names: Sequence[U32]  # Sequence, not list: a list[HvRegisterName] must type-check
     partition_id: U64 = HV_PARTITION_ID_SELF
     vp_index: U32 = HV_VP_INDEX_SELF
     target_vtl: InputVtl | None = None

@@ -1,4 +1,4 @@
-"""Public helpers for tests and guest models: initial VP contexts a real guest would use.
+"""Public helpers for tests, examples and guest models: contexts, readable outcomes, timelines.
 
 The contexts here are what a 64-bit kernel or secure kernel hands to EnableVpVtl and
 StartVirtualProcessor: flat CPL-0 segments (or a CPL-3 stack for user mode), paging on, EFER with
@@ -7,9 +7,19 @@ LME, LMA, NXE and SCE. EFER.LMA is supplied as a guest would; tdvsm derives it a
 
 from __future__ import annotations
 
-from typing import Final
+import itertools
+from typing import TYPE_CHECKING, Final
 
-from protocol import InitialVpContext
+from protocol import (
+    ExceptionInjected,
+    HvStatus,
+    HypercallResult,
+    InitialVpContext,
+    InterceptDropped,
+    Intercepted,
+    Vtl,
+    VtlSwitched,
+)
 from protocol._x86 import (
     CR0_ET,
     CR0_NE,
@@ -27,7 +37,24 @@ from protocol._x86 import (
     table,
 )
 
-__all__ = ("CODE64", "DATA64", "LONG_MODE_CR0", "LONG_MODE_CR4", "TSS64", "USER_DATA64", "long_mode_context")
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from protocol import Action, Outcome
+
+    from ._host import Vp
+
+__all__ = (
+    "CODE64",
+    "DATA64",
+    "LONG_MODE_CR0",
+    "LONG_MODE_CR4",
+    "TSS64",
+    "USER_DATA64",
+    "Timeline",
+    "describe",
+    "long_mode_context",
+)
 
 #: Flat 64-bit code and data segments (DPL 0), a user-mode (DPL 3) stack segment and a TSS.
 CODE64: Final = segment(selector=0x08, limit=0xFFFF_FFFF, attributes=0xA09B)
@@ -61,3 +88,54 @@ def long_mode_context(rip: int = 0x1000, *, rsp: int = 0x8000, user: bool = Fals
         cr4=LONG_MODE_CR4,
         msr_cr_pat=DEFAULT_PAT,
     )
+
+
+def describe(outcome: Outcome) -> str:
+    """One readable phrase for an outcome (for timelines and logs)."""
+    if isinstance(outcome, HypercallResult):
+        text = f"{HvStatus(outcome.status).name} (reps {outcome.reps_completed})"
+        if outcome.values:
+            text += " values " + ", ".join(f"{v:#x}" for v in outcome.values)
+        return text
+    if isinstance(outcome, VtlSwitched):
+        return f"now in {Vtl(outcome.to_vtl).name} (entry reason {outcome.entry_reason})"
+    if isinstance(outcome, Intercepted | InterceptDropped):
+        m = outcome.message
+        detail = (
+            f"register {m.register_name:#x} value {m.value or 0:#x}"
+            if m.register_name is not None
+            else f"msr {m.msr:#x}"
+            if m.msr is not None
+            else f"gpa {m.gpa or 0:#x}"
+        )
+        head = "INTERCEPTED" if isinstance(outcome, Intercepted) else f"DROPPED ({outcome.reason})"
+        return f"{head}: message {m.message_type:#x} {detail} rip {m.rip:#x} length {m.instruction_length}"
+    if isinstance(outcome, ExceptionInjected):
+        code = "" if outcome.error_code is None else f"({outcome.error_code:#x})"
+        return f"exception {outcome.vector}{code} injected"
+    return "completed" if outcome.value is None else f"completed, value {outcome.value:#x}"
+
+
+class Timeline:
+    """Runs actions and writes one numbered line per step: VP, VTL, label, outcome.
+
+    Lines go to ``out`` (``print`` by default; a list's ``append`` collects them).
+    """
+
+    def __init__(self, out: Callable[[str], object] = print) -> None:
+        self._steps = itertools.count(1)
+        self._out = out
+
+    async def step(self, vp: Vp, label: str, action: Action, *, expect: HvStatus | None = None) -> Outcome:
+        """Execute ``action`` on ``vp`` and print it; with ``expect``, check the status.
+
+        Raises:
+            AssertionError: the outcome is not a HypercallResult with status ``expect``.
+        """
+        vtl = vp.active_vtl.name
+        outcome = await vp.execute(action)
+        self._out(f"{next(self._steps):>2}. VP{vp.index} {vtl}  {label:<58} -> {describe(outcome)}")
+        if expect is not None and not (isinstance(outcome, HypercallResult) and outcome.status == expect):
+            msg = f"step {label!r}: expected {expect.name}, got {outcome!r}"
+            raise AssertionError(msg)
+        return outcome

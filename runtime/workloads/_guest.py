@@ -11,26 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, final
 
-from protocol import InitialVpContext
-from protocol._x86 import (
-    CR0_ET,
-    CR0_NE,
-    CR0_PE,
-    CR0_PG,
-    CR0_WP,
-    CR4_PAE,
-    DEFAULT_PAT,
-    EFER_LMA,
-    EFER_LME,
-    EFER_NXE,
-    EFER_SCE,
-    RFLAGS_RESERVED_1,
-    segment,
-    table,
-)
-
 from .._clock import VirtualClock
 from ..costs import action_kind
+from ..testing import LONG_MODE_CR0, LONG_MODE_CR4, long_mode_context
 
 if TYPE_CHECKING:
     from protocol import Action, Outcome
@@ -51,35 +34,8 @@ __all__ = (
 )
 
 #: CR0 and CR4 of a 64-bit kernel (what every VTL0 runs with after boot).
-VTL0_CR0: Final = CR0_PE | CR0_PG | CR0_NE | CR0_ET | CR0_WP
-VTL0_CR4: Final = CR4_PAE
-_CODE64: Final = segment(selector=0x08, limit=0xFFFF_FFFF, attributes=0xA09B)
-_DATA64: Final = segment(selector=0x10, limit=0xFFFF_FFFF, attributes=0xC093)
-_TSS64: Final = segment(selector=0x18, limit=0x67, attributes=0x8B)
-
-
-def long_mode_context(rip: int, rsp: int = 0x8000) -> InitialVpContext:
-    """A 64-bit, CPL 0 initial VP context (EFER=LME|LMA|NXE|SCE, CR0=PE|PG|NE|ET|WP, CR4.PAE)."""
-    return InitialVpContext(
-        rip=rip,
-        rsp=rsp,
-        rflags=RFLAGS_RESERVED_1,
-        cs=_CODE64,
-        ds=_DATA64,
-        es=_DATA64,
-        fs=_DATA64,
-        gs=_DATA64,
-        ss=_DATA64,
-        tr=_TSS64,
-        ldtr=segment(attributes=0x82),
-        idtr=table(base=0x2000, limit=0xFFF),
-        gdtr=table(base=0x3000, limit=0x37),
-        efer=EFER_LME | EFER_LMA | EFER_NXE | EFER_SCE,
-        cr0=VTL0_CR0,
-        cr3=0x10_0000,
-        cr4=VTL0_CR4,
-        msr_cr_pat=DEFAULT_PAT,
-    )
+VTL0_CR0: Final = LONG_MODE_CR0
+VTL0_CR4: Final = LONG_MODE_CR4
 
 
 class Unexpected(Exception):
