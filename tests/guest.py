@@ -21,7 +21,13 @@ async def checked_runtime(**options: object) -> AsyncIterator[Runtime]:
         yield rt
 
 
+#: Commit policy of partitions whose test does not choose one (tests/scenarios/conftest.py
+#: runs every scenario under both).
+default_commit_policy = "batched"
+
+
 async def new_partition(rt: Runtime, **config: object) -> Partition:
-    """A 4-VP partition unless told otherwise."""
+    """A 4-VP partition with the default commit policy unless told otherwise."""
     config.setdefault("vp_count", 4)
+    config.setdefault("commit_policy", default_commit_policy)
     return await rt.create_partition(**config)
