@@ -243,6 +243,9 @@ class MovToCr(Msg, tag=True, frozen=True, kw_only=True):
     value: U64
 
     def __post_init__(self) -> None:
+        if self.cr not in (0, 4):
+            msg = f"MovToCr.cr={self.cr!r}: only CR0 and CR4 exit to the paravisor (0 or 4)"
+            raise ValueError(msg)
         check_width("MovToCr", "value", self.value, 64)
 
 
@@ -278,6 +281,9 @@ class LoadTableRegister(Msg, tag=True, frozen=True, kw_only=True):
     value: U128
 
     def __post_init__(self) -> None:
+        if self.which not in ("gdtr", "idtr", "ldtr", "tr"):
+            msg = f"LoadTableRegister.which={self.which!r}: expected 'gdtr', 'idtr', 'ldtr' or 'tr'"
+            raise ValueError(msg)
         check_width("LoadTableRegister", "value", self.value, 128)
 
 
@@ -288,6 +294,9 @@ class MemoryAccess(Msg, tag=True, frozen=True, kw_only=True):
     kind: AccessKind
 
     def __post_init__(self) -> None:
+        if self.kind not in (AccessKind.READ, AccessKind.WRITE, AccessKind.EXECUTE):
+            msg = f"MemoryAccess.kind={self.kind!r}: expected an AccessKind"
+            raise ValueError(msg)
         check_width("MemoryAccess", "gpa", self.gpa, 64)
 
 
