@@ -49,6 +49,9 @@ class AccessKind(enum.IntEnum):
     EXECUTE = 2
 
 
+_ACCESS_KINDS: frozenset[int] = frozenset(AccessKind)
+
+
 def _check_input_vtl(owner: str, target_vtl: int | None) -> None:
     if target_vtl is not None:
         check_width(owner, "target_vtl", target_vtl, 4)
@@ -294,7 +297,7 @@ class MemoryAccess(Msg, tag=True, frozen=True, kw_only=True):
     kind: AccessKind
 
     def __post_init__(self) -> None:
-        if self.kind not in (AccessKind.READ, AccessKind.WRITE, AccessKind.EXECUTE):
+        if self.kind not in _ACCESS_KINDS:
             msg = f"MemoryAccess.kind={self.kind!r}: expected an AccessKind"
             raise ValueError(msg)
         check_width("MemoryAccess", "gpa", self.gpa, 64)

@@ -135,20 +135,18 @@ class _TrioSlot:
         self._deliver(outcome.Error(error))
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._wait().__await__()
-
-    async def _wait(self) -> Any:
+        # A generator, not a coroutine wrapped in one: this is the hot path of every reply.
         if self._done:
-            await trio.lowlevel.checkpoint()
+            yield from trio.lowlevel.checkpoint().__await__()  # noqa: ASYNC105  # awaited via yield from
             return self._outcome.unwrap()
         self._task = trio.lowlevel.current_task()
+        parked = trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105  # awaited below
+        return (yield from parked.__await__())
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._task = None
-            self._done = True  # a later result is dropped
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._task = None
+        self._done = True  # a later result is dropped
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _TrioWakeup:
