@@ -20,10 +20,14 @@ def test_readme_opens_with_two_commands() -> None:
     first = README.index("```")
     assert README[:first].strip() == "# tdvsm"
     commands = _blocks("sh")[0].strip().splitlines()
-    assert len(commands) == 2
-    assert commands[0].endswith("tdvsm run")
-    assert "pytest" in commands[1]
-    assert "[test]" in commands[1]
+    assert commands == ["make run", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    run = makefile.split("\nrun:")[1].split("\n\n")[0]
+    test = makefile.split("\ntest:")[1].split("\n\n")[0]
+    assert "pip install -q -e ." in run
+    assert "tdvsm run" in run
+    assert "pip install -q -e '.[test]'" in test
+    assert "-m pytest" in test
 
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
