@@ -22,7 +22,7 @@ from ._partition import (
 )
 from ._protections import validate_vtl_gpa_flags as validate_vtl_gpa_flags
 from ._tdx import TdxL2State as TdxL2State
-from ._vp import VpActor as VpActor, VpStatistics as VpStatistics
+from ._vp import VpActor as VpActor, VpStatistics as VpStatistics, VtlControl as VtlControl
 from ._vsm import (
     GuestVsmState as GuestVsmState,
     PartitionView as PartitionView,
@@ -47,6 +47,7 @@ __all__ = (
     "VpFailed",
     "VpNotRunning",
     "VpStatistics",
+    "VtlControl",
     "check_vp_invariants",
     "validate_vtl_gpa_flags",
     "vp_violations",

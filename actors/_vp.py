@@ -17,6 +17,7 @@ from protocol import (
     EnableVpVtl,
     GetVpRegisters,
     HvRegisterName as Reg,
+    HvVtlEntryReason,
     Hypercall,
     InterceptMessage,
     LoadTableRegister,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from ._tdx import TdxL2State
     from ._vsm import LoadVtlContext, PartitionView, VpControl
 
-__all__ = ("VpActor", "VpStatistics")
+__all__ = ("VpActor", "VpStatistics", "VtlControl")
 
 # Dispatch by exact type: a dict lookup instead of a chain of isinstance checks (hot path).
 _INSTRUCTIONS: dict[type, Callable[[VpState, Any], Outcome]] = {
@@ -85,6 +86,20 @@ _HYPERCALLS = frozenset(
 )
 
 _CONTEXT_CHECKED = (Reg.EFER, Reg.CR4, Reg.PAT)
+
+
+class VtlControl(msgspec.Struct, frozen=True, kw_only=True):
+    """The VTL control block of a VP assist page (offsets 0x08-0x18, DOMAIN 2.4).
+
+    ``entry_reason`` says why the VTL was last entered (1 VTL call, 2 interrupt: secure
+    intercepts arrive as interrupts); ``return_rax``/``return_rcx`` are what a normal VtlReturn
+    loads into VTL0's RAX and RCX.
+    """
+
+    entry_reason: HvVtlEntryReason
+    vina_asserted: bool
+    return_rax: int
+    return_rcx: int
 
 
 class VpStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -231,6 +246,17 @@ class VpActor:
         """The message in ``vtl``'s SynIC SINT0 slot."""
         self._prepare_inspection(vtl)
         return self.state.vtls[vtl].sint0_message
+
+    def vtl_control(self, vtl: Vtl) -> VtlControl:
+        """``vtl``'s VP assist page VTL control block (what its guest would read there)."""
+        self._prepare_inspection(vtl)
+        state = self.state.vtls[vtl]
+        return VtlControl(
+            entry_reason=HvVtlEntryReason(state.entry_reason),
+            vina_asserted=state.vina_asserted,
+            return_rax=state.return_rax,
+            return_rcx=state.return_rcx,
+        )
 
     def statistics(self) -> VpStatistics:
         """Counters; does not commit."""

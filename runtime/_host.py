@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import msgspec
 
-from actors import PartitionConfig, SupervisorStatistics, TdxL2State, VpActor, VpStatistics
+from actors import (
+    PartitionConfig,
+    SupervisorStatistics,
+    TdxL2State,
+    VpActor,
+    VpStatistics,
+    VtlControl,
+)
 from protocol import Action, HvRegisterName as Reg, InterceptMessage, Outcome, Vtl
 
 from ._mailbox import current_backend
@@ -116,6 +123,16 @@ class Vp:
             return actor.sint0_message(vtl)
 
         result: InterceptMessage | None = await self._inspect(inspect)  # type: ignore[assignment]
+        return result
+
+    async def vtl_control(self, vtl: Vtl) -> VtlControl:
+        """``vtl``'s VP assist page VTL control block: entry reason and VTL-return RAX/RCX."""
+        vtl = _check_vtl(vtl, self)
+
+        def inspect(actor: VpActor) -> VtlControl:
+            return actor.vtl_control(vtl)
+
+        result: VtlControl = await self._inspect(inspect)  # type: ignore[assignment]
         return result
 
     def statistics(self) -> VpStatistics:

@@ -11,16 +11,20 @@ import sniffio
 from actors import Busy, VpNotRunning
 from protocol import (
     EnablePartitionVtl,
+    EnableVpVtl,
     GetVpRegisters,
     HvRegisterName as Reg,
     HvStatus,
+    HvVtlEntryReason,
     HypercallResult,
     Rdmsr,
     Vtl,
+    VtlCall,
+    WriteVtlControl,
 )
 from protocol._x86 import RESET_RIP, Msr
 from runtime import open_runtime
-from tests.guest import checked_runtime, new_partition
+from tests.guest import checked_runtime, long_mode_context, new_partition
 
 
 def _living_tasks() -> int:
@@ -153,3 +157,18 @@ async def test_statistics_count_actions_and_partitions() -> None:
         assert runtime_stats.partitions == 1
         assert runtime_stats.vps == 2
         assert runtime_stats.scheduler.steps >= 3
+
+
+async def test_vtl_control_shows_entry_reason_and_return_values() -> None:
+    """vp.vtl_control reads VTL1's VP-assist VTL control block: entry reason and return RAX/RCX."""
+    async with checked_runtime() as rt:
+        vp = (await new_partition(rt)).vp(0)
+        await vp.execute(EnablePartitionVtl(target_vtl=Vtl.VTL1))
+        await vp.execute(EnableVpVtl(vp_index=0, target_vtl=Vtl.VTL1, context=long_mode_context()))
+        assert (await vp.vtl_control(Vtl.VTL1)).entry_reason == HvVtlEntryReason.RESERVED
+        await vp.execute(VtlCall())
+        await vp.execute(WriteVtlControl(return_rax=0x1234, return_rcx=0x5678))
+        control = await vp.vtl_control(Vtl.VTL1)
+        assert control.entry_reason == HvVtlEntryReason.VTL_CALL
+        assert (control.return_rax, control.return_rcx) == (0x1234, 0x5678)
+        assert not control.vina_asserted

@@ -25,6 +25,7 @@ from protocol import (
     HvMessageType,
     HvRegisterName as Reg,
     HvStatus,
+    HvVtlEntryReason,
     InterceptDropped,
     Intercepted,
     InterceptMessage,
@@ -134,6 +135,7 @@ async def _intercept_pg(vp: Vp) -> InterceptMessage:
     # VTL1 is entered through its SINT0 (entry reason INTERRUPT, 2) with the message in the slot.
     assert vp.active_vtl == Vtl.VTL1
     assert await vp.sint0_message(Vtl.VTL1) == message
+    assert (await vp.vtl_control(Vtl.VTL1)).entry_reason == HvVtlEntryReason.INTERRUPT
     return message
 
 
