@@ -91,7 +91,9 @@ def _parser() -> _Parser:
         "--ops", type=_positive_int, help=f"operations to run (virtual clock: {DEFAULT_VIRTUAL_OPS:,})"
     )
     load.add_argument(
-        "--drivers", type=_positive_int, default=DEFAULT_DRIVERS, help="concurrent drivers (100)"
+        "--drivers",
+        type=_positive_int,
+        help=f"concurrent drivers ({DEFAULT_DRIVERS}, or one per VP when there are fewer VPs)",
     )
     load.add_argument(
         "--rate", type=_positive_float, help="open loop: operations per second over all drivers"
@@ -142,8 +144,9 @@ def _options(args: argparse.Namespace, policy: str) -> ExperimentOptions:
     if args.vps > 1024:
         msg = f"--vps {args.vps}: a partition has at most 1024 VPs"
         raise UsageError(msg)
-    if mix.weights and args.drivers > total_vps:
-        msg = f"--drivers {args.drivers} exceeds the {total_vps} VPs: each driver needs a VP of its own"
+    drivers = min(DEFAULT_DRIVERS, total_vps) if args.drivers is None else args.drivers
+    if mix.weights and drivers > total_vps:
+        msg = f"--drivers {drivers} exceeds the {total_vps} VPs: each driver needs a VP of its own"
         raise UsageError(msg)
     if not mix.weights and (args.duration is not None or args.ops is not None):
         msg = "--duration and --ops do not apply to --workload boot (it boots every partition once)"
@@ -161,7 +164,7 @@ def _options(args: argparse.Namespace, policy: str) -> ExperimentOptions:
         mix=mix,
         duration=duration,
         ops=ops,
-        drivers=args.drivers,
+        drivers=drivers,
         rate=args.rate,
         backend=args.backend,
         clock=args.clock,

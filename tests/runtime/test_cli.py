@@ -88,6 +88,16 @@ def test_more_drivers_finish_the_same_ops_sooner(tmp_path: Path) -> None:
     assert four.duration_ns < one.duration_ns / 2
 
 
+def test_drivers_default_to_one_per_vp_on_a_small_fleet(tmp_path: Path) -> None:
+    """Without --drivers, a fleet of fewer than 100 VPs gets one driver per VP, not an error."""
+    path = tmp_path / "report.json"
+    args = ["run", "--partitions", "2", "--vps", "2", "--clock", "virtual", "--no-progress"]
+    assert main([*args, "--ops", "40", "--report", str(path)]) == 0
+    report = msgspec.json.decode(path.read_bytes(), type=Report)
+    assert report.options.drivers == 4
+    assert phase(report).operations == 40
+
+
 def test_open_loop_rate_below_capacity_paces_operations(tmp_path: Path) -> None:
     """--rate 20000 (virtual): operations arrive at ~20,000/s and wait for nobody."""
     report = run(tmp_path, "--ops", "100", "--rate", "20000", "--workload", "exits")
