@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -27,10 +27,11 @@ from ._mailbox import current_backend
 from ._scheduler import BatchingScheduler, PartitionCells, SchedulerStatistics, VpCell
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
 __all__ = ("Partition", "PartitionStatistics", "Runtime", "RuntimeStatistics", "Vp", "open_runtime")
 
+T = TypeVar("T")
 ClockKind = Literal["real", "virtual"]
 
 
@@ -89,51 +90,33 @@ class Vp:
         result: Outcome = await slot
         return result
 
-    async def _inspect(self, inspect: object) -> object:
+    async def _inspect(self, inspect: Callable[[VpActor], T]) -> T:
+        """Run ``inspect`` on the actor in order with its actions; a commit point."""
         slot = self._scheduler.backend.slot()
-        self._scheduler.post_inspection(self._cell, inspect, slot)  # type: ignore[arg-type]
-        return await slot
+        self._scheduler.post_inspection(self._cell, inspect, slot)
+        result: T = await slot
+        return result
 
     async def registers(self, vtl: Vtl, names: Iterable[Reg]) -> dict[Reg, int]:
         """Committed values of ``names`` in ``vtl`` (waits for pending updates to commit)."""
         wanted = list(names)
         vtl = _check_vtl(vtl, self)
-
-        def inspect(actor: VpActor) -> dict[Reg, int]:
-            return actor.registers(vtl, wanted)
-
-        result: dict[Reg, int] = await self._inspect(inspect)  # type: ignore[assignment]
-        return result
+        return await self._inspect(lambda actor: actor.registers(vtl, wanted))
 
     async def tdx_state(self, vtl: Vtl) -> TdxL2State:
         """The committed derived TDX L2 state of ``vtl``."""
         vtl = _check_vtl(vtl, self)
-
-        def inspect(actor: VpActor) -> TdxL2State:
-            return actor.tdx_state(vtl)
-
-        result: TdxL2State = await self._inspect(inspect)  # type: ignore[assignment]
-        return result
+        return await self._inspect(lambda actor: actor.tdx_state(vtl))
 
     async def sint0_message(self, vtl: Vtl) -> InterceptMessage | None:
         """The intercept message in ``vtl``'s SynIC SINT0 slot, if any."""
         vtl = _check_vtl(vtl, self)
-
-        def inspect(actor: VpActor) -> InterceptMessage | None:
-            return actor.sint0_message(vtl)
-
-        result: InterceptMessage | None = await self._inspect(inspect)  # type: ignore[assignment]
-        return result
+        return await self._inspect(lambda actor: actor.sint0_message(vtl))
 
     async def vtl_control(self, vtl: Vtl) -> VtlControl:
         """``vtl``'s VP assist page VTL control block: entry reason and VTL-return RAX/RCX."""
         vtl = _check_vtl(vtl, self)
-
-        def inspect(actor: VpActor) -> VtlControl:
-            return actor.vtl_control(vtl)
-
-        result: VtlControl = await self._inspect(inspect)  # type: ignore[assignment]
-        return result
+        return await self._inspect(lambda actor: actor.vtl_control(vtl))
 
     def statistics(self) -> VpStatistics:
         """Counters of this VP (no commit, no wait)."""
