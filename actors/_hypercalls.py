@@ -32,7 +32,7 @@ from protocol import (
     VtlReturn,
     VtlSwitched,
 )
-from protocol._x86 import CR0_PE, EFER_LMA, U64_MASK, VMCALL_LENGTH, ExceptionVector
+from protocol._x86 import CR0_PE, EFER_LMA, VMCALL_LENGTH, ExceptionVector
 
 from ._access import get_vp_register, set_vp_register
 from ._errors import UnsupportedAction
@@ -81,7 +81,7 @@ def _complete(vp: VpState, caller: Vtl, result: HypercallResult) -> HypercallRes
     else:
         vp.stage(caller, Reg.RAX, (vp.read(caller, Reg.RAX) & ~0xFFFF_FFFF) | (output & 0xFFFF_FFFF))
         vp.stage(caller, Reg.RDX, (vp.read(caller, Reg.RDX) & ~0xFFFF_FFFF) | (output >> 32))
-    vp.stage(caller, Reg.RIP, (vp.read(caller, Reg.RIP) + VMCALL_LENGTH) & U64_MASK)
+    vp.advance_rip(caller, VMCALL_LENGTH)
     return result
 
 
@@ -192,7 +192,7 @@ def vtl_call(vp: VpState, caller: Vtl, action: VtlCall) -> VtlSwitched | Excepti
     """HvCallVtlCall: #UD unless plain control, input 0, from VTL0, with VTL1 on this VP."""
     if action.control_flags or action.input or caller != Vtl.VTL0 or vp.vtl1 is None:
         return _UD
-    vp.stage(Vtl.VTL0, Reg.RIP, (vp.read(Vtl.VTL0, Reg.RIP) + VMCALL_LENGTH) & U64_MASK)
+    vp.advance_rip(Vtl.VTL0, VMCALL_LENGTH)
     vp.active_vtl = Vtl.VTL1
     vp.vtls[Vtl.VTL1].entry_reason = HvVtlEntryReason.VTL_CALL
     return VtlSwitched(to_vtl=Vtl.VTL1, entry_reason=HvVtlEntryReason.VTL_CALL)
@@ -204,7 +204,7 @@ def vtl_return(vp: VpState, caller: Vtl, action: VtlReturn) -> VtlSwitched | Exc
     if action.control_flags or rax >> 1 or caller == Vtl.VTL0:
         return _UD
     vtl1 = vp.vtls[Vtl.VTL1]
-    vp.stage(Vtl.VTL1, Reg.RIP, (vp.read(Vtl.VTL1, Reg.RIP) + VMCALL_LENGTH) & U64_MASK)
+    vp.advance_rip(Vtl.VTL1, VMCALL_LENGTH)
     if vp.vtl1 is not None:
         vp.vtl1.tlb_locked = False  # every TLB lock VTL1 holds on this VP is released
     if vp.read(Vtl.VTL1, Reg.VSM_VINA) & _VINA_AUTO_RESET:

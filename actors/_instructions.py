@@ -122,10 +122,6 @@ _MSR_LENGTH: Final = INSTRUCTION_LENGTH["msr"]
 _XSS_SETTABLE: Final = 0x1C00
 
 
-def _advance(vp: VpState, vtl: Vtl, length: int) -> None:
-    vp.advance_rip(vtl, length)
-
-
 def mov_to_cr(vp: VpState, action: MovToCr) -> Exit:
     """MOV to CR0/CR4: a secure intercept, or write the virtual register and derive the mode.
 
@@ -146,7 +142,7 @@ def mov_to_cr(vp: VpState, action: MovToCr) -> Exit:
         if not validate_cr4(value, vp.config.vmx_cr4_fixed1):
             return _GP0
         vp.stage(vtl, Reg.CR4, value)
-    _advance(vp, vtl, INSTRUCTION_LENGTH["mov_cr"])
+    vp.advance_rip(vtl, INSTRUCTION_LENGTH["mov_cr"])
     return Completed()
 
 
@@ -173,7 +169,7 @@ def wrmsr(vp: VpState, action: Wrmsr) -> Exit:
         # checks apply (SSP values 4-byte aligned, addresses canonical).
         if msr != Msr.S_CET and (not is_canonical(value, 57) or (msr in _SSP_MSRS and value & 3)):
             return _GP0
-        _advance(vp, vtl, INSTRUCTION_LENGTH["msr"])
+        vp.advance_rip(vtl, INSTRUCTION_LENGTH["msr"])
         return Completed()
     if msr in _SEGMENT_BASE_MSRS:
         if not is_canonical(value, 57):
@@ -200,7 +196,7 @@ def wrmsr(vp: VpState, action: Wrmsr) -> Exit:
         vp.stage(vtl, name, value)
         if msr == Msr.HV_EOM:
             vp.vtls[vtl].sint0_message = None
-    _advance(vp, vtl, INSTRUCTION_LENGTH["msr"])
+    vp.advance_rip(vtl, INSTRUCTION_LENGTH["msr"])
     return Completed()
 
 
@@ -245,7 +241,7 @@ def xsetbv(vp: VpState, action: Xsetbv) -> Exit:
     if vtl == Vtl.VTL0 and vp.vtl1 is not None and control.xcr0_write:
         return deliver(vp, register_message(vp, Reg.XFEM, value, INSTRUCTION_LENGTH["xsetbv"]))
     vp.stage(vtl, Reg.XFEM, value)
-    _advance(vp, vtl, INSTRUCTION_LENGTH["xsetbv"])
+    vp.advance_rip(vtl, INSTRUCTION_LENGTH["xsetbv"])
     return Completed()
 
 
@@ -261,7 +257,7 @@ def load_table_register(vp: VpState, action: LoadTableRegister) -> Exit:
             # The message carries 0, not the loaded value (DOMAIN 2.5).
             return deliver(vp, register_message(vp, name, 0, INSTRUCTION_LENGTH["table"]))
     vp.stage(vtl, name, action.value)
-    _advance(vp, vtl, INSTRUCTION_LENGTH["table"])
+    vp.advance_rip(vtl, INSTRUCTION_LENGTH["table"])
     return Completed()
 
 

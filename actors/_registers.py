@@ -28,7 +28,7 @@ from protocol._x86 import (
     RESET_TR,
 )
 
-__all__ = ("PRIVATE_RESET", "SHARED_NAMES", "SHARED_RESET", "RegisterFile", "is_shared")
+__all__ = ("PRIVATE_RESET", "SHARED_NAMES", "SHARED_RESET", "RegisterFile")
 
 SHARED_NAMES: Final = frozenset(
     {
@@ -105,11 +105,6 @@ PRIVATE_RESET: Final[dict[int, int]] = {
 }
 
 
-def is_shared(name: int) -> bool:
-    """True when ``name`` has one copy per VP rather than one per VTL."""
-    return name in SHARED_NAMES
-
-
 class RegisterFile:
     """One sparse register file with a staged overlay.
 
@@ -145,10 +140,6 @@ class RegisterFile:
             return committed[name]
         return self.reset[name]
 
-    def stage(self, name: int, value: int) -> None:
-        """Accept a write; visible to ``read`` at once, applied by ``commit``."""
-        self.staged[name] = value
-
     def commit(self) -> dict[int, int]:
         """Apply every staged write; return the names whose committed value changed, old values."""
         staged = self.staged
@@ -167,7 +158,3 @@ class RegisterFile:
                     committed[name] = value
         self.staged = {}
         return changed
-
-    def snapshot(self) -> dict[int, int]:
-        """Every committed value, reset values included (for inspection and hashing)."""
-        return self.reset | self.committed
