@@ -49,7 +49,7 @@ from ._vsm import (
 if TYPE_CHECKING:
     from ._state import VpState
 
-__all__ = ("Handler", "Pending", "cpl", "handle_hypercall", "long_mode")
+__all__ = ("Handler", "Pending", "handle_hypercall", "long_mode")
 
 ViewSource: TypeAlias = Callable[[], PartitionView]
 Pending: TypeAlias = Generator[SupervisorRequest, SupervisorReply, HypercallResult]
@@ -64,13 +64,6 @@ _VINA_AUTO_RESET: Final = 1 << 9
 def long_mode(vp: VpState, vtl: int) -> bool:
     """The 64-bit hypercall ABI: CR0.PE and EFER.LMA of ``vtl`` (TDX ``long_mode``)."""
     return bool(vp.read(vtl, Reg.CR0) & CR0_PE and vp.read(vtl, Reg.EFER) & EFER_LMA)
-
-
-def cpl(vp: VpState, vtl: int) -> int:
-    """Current privilege level of ``vtl``: SS.DPL in protected mode, 0 in real mode."""
-    if not vp.read(vtl, Reg.CR0) & CR0_PE:
-        return 0
-    return (vp.read(vtl, Reg.SS) >> 117) & 3
 
 
 def _complete(vp: VpState, caller: Vtl, result: HypercallResult) -> HypercallResult:
@@ -252,7 +245,7 @@ def handle_hypercall(
 ) -> Handler:
     """Run one hypercall in the VP's active VTL (VMCALL at CPL > 0 gets #GP first)."""
     caller = vp.active_vtl
-    if cpl(vp, caller) != 0:
+    if vp.cpl(caller) != 0:
         return _GP0
     match action:
         case GetVpRegisters():

@@ -225,17 +225,11 @@ def write_vtl_control(vp: VpState, action: WriteVtlControl) -> Completed:
     return Completed()
 
 
-def _cpl(vp: VpState, vtl: Vtl) -> int:
-    if not vp.read(vtl, Reg.CR0) & CR0_PE:
-        return 0
-    return (vp.read(vtl, Reg.SS) >> 117) & 3
-
-
 def xsetbv(vp: VpState, action: Xsetbv) -> Exit:
     """XSETBV (ECX = 0): validated first (#GP), then intercepted iff XCr0Write, else XFEM set."""
     vtl = vp.active_vtl
     value = action.value
-    if _cpl(vp, vtl) != 0 or not vp.read(vtl, Reg.CR4) & CR4_OSXSAVE or not value & _XCR0_X87:
+    if vp.cpl(vtl) != 0 or not vp.read(vtl, Reg.CR4) & CR4_OSXSAVE or not value & _XCR0_X87:
         return _GP0
     control = CrInterceptControl.from_bits(vp.vtl1.cr_intercept_control if vp.vtl1 else 0)
     if vtl == Vtl.VTL0 and vp.vtl1 is not None and control.xcr0_write:
@@ -248,7 +242,7 @@ def xsetbv(vp: VpState, action: Xsetbv) -> Exit:
 def load_table_register(vp: VpState, action: LoadTableRegister) -> Exit:
     """LGDT/LIDT/LLDT/LTR: exits only with descriptor-table exiting; intercepted iff its bit."""
     vtl = vp.active_vtl
-    if _cpl(vp, vtl) != 0:
+    if vp.cpl(vtl) != 0:
         return _GP0
     name = _TABLE_REGISTERS[action.which]
     if vtl == Vtl.VTL0 and vp.vtl1 is not None and vp.vtls[Vtl.VTL0].registration.descriptor_table_exiting:
@@ -284,7 +278,7 @@ def memory_access(vp: VpState, view: PartitionView, action: MemoryAccess) -> Exi
     elif action.kind == AccessKind.WRITE:
         allowed = flags.writable
     else:
-        allowed = flags.kernel_executable if _cpl(vp, vtl) == 0 else flags.user_executable
+        allowed = flags.kernel_executable if vp.cpl(vtl) == 0 else flags.user_executable
     if allowed:
         return Completed()
     return deliver(vp, gpa_message(vp, action.gpa, int(action.kind)))

@@ -65,7 +65,7 @@ MSR_INTERCEPT_BITS: Final[dict[int, int]] = {
 def _header(vp: VpState, message_type: HvMessageType, length: int, access: int) -> dict[str, int]:
     """Common HvX64InterceptMessageHeader fields for a VTL0 exit."""
     efer = vp.read(Vtl.VTL0, Reg.EFER)
-    cpl = (vp.read(Vtl.VTL0, Reg.SS) >> 117) & 3
+    cpl = vp.cpl(Vtl.VTL0)
     return {
         "message_type": message_type,
         "vp_index": vp.index,

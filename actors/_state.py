@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from protocol import HvRegisterName as Reg, InitialVpContext, InterceptMessage, Vtl
-from protocol._x86 import APIC_BASE_BSP, APIC_BASE_DEFAULT
+from protocol._x86 import APIC_BASE_BSP, APIC_BASE_DEFAULT, CR0_PE
 
 from ._registers import PRIVATE_RESET, SHARED_RESET, RegisterFile
 from ._tdx import (
@@ -38,6 +38,7 @@ _RIP: Final = int(Reg.RIP)
 _CR0: Final = int(Reg.CR0)
 _CR4: Final = int(Reg.CR4)
 _EFER: Final = int(Reg.EFER)
+_SS: Final = int(Reg.SS)
 _U64: Final = (1 << 64) - 1
 #: Reset VMCS images, shared by every VP with the same (VTL, CR4 FIXED1): never mutated.
 _RESET_IMAGES: dict[tuple[int, int], dict[int, int]] = {}
@@ -158,6 +159,12 @@ class VpState:
         if name in SHARED_RESET:
             return self.shared.read(name)
         return self.vtls[vtl].regs.read(name)
+
+    def cpl(self, vtl: int) -> int:
+        """Current privilege level of ``vtl``: SS.DPL in protected mode, 0 in real mode."""
+        if not self.read(vtl, _CR0) & CR0_PE:
+            return 0
+        return (self.read(vtl, _SS) >> 117) & 3  # SS attributes bits 5-6 (value bits 112-127)
 
     def stage(self, vtl: int, name: int, value: int) -> None:
         """Accept one register write for ``vtl``; commit at once under the eager policy.

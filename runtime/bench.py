@@ -74,8 +74,8 @@ from ._host import open_runtime
 from .costs import CostModel
 from .experiment import ExperimentOptions, run_experiment
 from .metrics import PhaseRecorder
-from .workloads import Driver, Guest, boot_partition, long_mode_context, resolve
-from .workloads._guest import VTL0_CR0
+from .testing import LONG_MODE_CR0, long_mode_context
+from .workloads import Driver, Guest, boot_partition, resolve
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -396,7 +396,7 @@ _CONTEXT: Final = (
     (Reg.RIP, 0x10_1000),
     (Reg.RSP, 0x8000),
     (Reg.RFLAGS, 0x2),
-    (Reg.CR0, VTL0_CR0),
+    (Reg.CR0, LONG_MODE_CR0),
     (Reg.CR4, CR4_PAE),
     (Reg.EFER, EFER_LME | EFER_LMA | EFER_NXE | EFER_SCE),
     (Reg.PAT, DEFAULT_PAT),
