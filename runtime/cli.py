@@ -1,288 +1,47 @@
-"""The ``tdvsm`` command: ``tdvsm run`` (experiments), ``tdvsm bench``, ``tdvsm workloads``.
+"""The ``tdvsm`` command: a thin dispatcher over the subcommands each part of runtime/ provides.
 
-Bad options and bad files end the command with one line on stderr and exit status 2, never a
-traceback; ``main`` returns the exit status (the console script exits with it).
+``runtime.lab.commands`` gives ``run``, ``bench`` and ``workloads``. This is the only module that
+sees every subpackage. Bad options and bad files end the command with one line on stderr and
+exit status 2, never a traceback; ``main`` returns the exit status (the console script exits
+with it).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING
 
-import anyio
-
-from .costs import CostModel, CostModelError, load_cost_model
-from .experiment import ExperimentOptions, Progress, RunData, run_experiment
-from .workloads import MixError, describe, resolve
+from .lab import commands as lab_commands
+from .lab.usage import Parser, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
-__all__ = ("UsageError", "main")
-
-#: Defaults of ``tdvsm run``: ~300 x 4 VPs boot in a fraction of a second, then 10 s of load.
-DEFAULT_PARTITIONS = 300
-DEFAULT_VPS = 4
-DEFAULT_DRIVERS = 100
-DEFAULT_DURATION = 10.0
-DEFAULT_VIRTUAL_OPS = 20_000
+__all__ = ("main",)
 
 
-class UsageError(Exception):
-    """Raised for a bad option or file; ``main`` prints it as one line and exits with 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage dump) and raise ``UsageError``."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``minimum``, else one clear error line."""
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            msg = f"expected an integer >= {minimum}, got {text!r}"
-            raise argparse.ArgumentTypeError(msg)
-        return value
-
-    return convert
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        msg = f"expected a positive number, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _parser() -> _Parser:
-    parser = _Parser(
-        prog="tdvsm", description="Simulate Guest VSM on TDX partitions at scale and measure it."
-    )
-    sub = parser.add_subparsers(dest="command", metavar="{run,bench,workloads}", parser_class=_Parser)
-    run = sub.add_parser("run", help="run an experiment and report it", description=_RUN_HELP)
-    size = run.add_argument_group("size")
-    size.add_argument("--partitions", type=_positive_int, default=DEFAULT_PARTITIONS, help="partitions (300)")
-    size.add_argument("--vps", type=_positive_int, default=DEFAULT_VPS, help="VPs per partition (4)")
-    load = run.add_argument_group("load")
-    load.add_argument("--workload", default="mixed", help="a workload name or a TOML/JSON mix file (mixed)")
-    stop = load.add_mutually_exclusive_group()
-    stop.add_argument(
-        "--duration", type=_positive_float, help="seconds of operations (real: 10; virtual: virtual s)"
-    )
-    stop.add_argument(
-        "--ops", type=_positive_int, help=f"operations to run (virtual clock: {DEFAULT_VIRTUAL_OPS:,})"
-    )
-    load.add_argument(
-        "--drivers",
-        type=_positive_int,
-        help=f"concurrent drivers ({DEFAULT_DRIVERS}, or one per VP when there are fewer VPs)",
-    )
-    load.add_argument(
-        "--rate", type=_positive_float, help="open loop: operations per second over all drivers"
-    )
-    how = run.add_argument_group("how")
-    how.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    how.add_argument("--clock", choices=("real", "virtual"), default="real")
-    how.add_argument("--commit-policy", choices=("batched", "eager"), default=None, help="(batched)")
-    how.add_argument("--compare-policies", action="store_true", help="run batched and eager, side by side")
-    how.add_argument("--seed", type=int, default=1, help="seed of every random choice (1)")
-    how.add_argument("--costs", metavar="FILE", help="cost model overrides (TOML or JSON)")
-    out = run.add_argument_group("output")
-    out.add_argument("--report", metavar="FILE.json", help="write the JSON report")
-    out.add_argument("--plot", metavar="FILE.png", help="write latency CDFs and throughput plots")
-    out.add_argument(
-        "--trace", metavar="FILE.json", help="write a Perfetto/Chrome trace of sampled VPs (first run)"
-    )
-    out.add_argument("--trace-vps", type=_non_negative_int, default=8, help="VPs sampled for --trace (8)")
-    out.add_argument("--include-wall", action="store_true", help="virtual clock: add wall-clock facts")
-    out.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None, help="(on a terminal)"
-    )
-    bench = sub.add_parser("bench", help="the performance suite (PERFORMANCE.md P1-P4, P7)")
-    bench.add_argument("--quick", action="store_true", help="small sizes (seconds; used by the tests)")
-    bench.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
-    bench.add_argument("--only", metavar="P1,P2,...", help="run only these figures")
-    bench.add_argument("--report", metavar="FILE.json", help="write the results as JSON")
-    sub.add_parser("workloads", help="list the workloads")
-    return parser
-
-
-_RUN_HELP = (
-    "Create partitions, bring up Guest VSM on each (DOMAIN S1/S2), then run a workload with "
-    "closed-loop drivers (or open loop with --rate), and report per action type throughput and "
-    "latency percentiles. With no options: 300 partitions x 4 VPs, mixed workload, 10 s."
-)
-
-
-def _check_output(path: str | None, option: str) -> None:
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        msg = f"{option} {path}: directory {Path(path).resolve().parent} does not exist"
-        raise UsageError(msg)
-
-
-def _options(args: argparse.Namespace, policy: str) -> ExperimentOptions:
-    mix = resolve(args.workload)
-    total_vps = args.partitions * args.vps
-    if args.vps > 1024:
-        msg = f"--vps {args.vps}: a partition has at most 1024 VPs"
-        raise UsageError(msg)
-    drivers = min(DEFAULT_DRIVERS, total_vps) if args.drivers is None else args.drivers
-    if mix.weights and drivers > total_vps:
-        msg = f"--drivers {drivers} exceeds the {total_vps} VPs: each driver needs a VP of its own"
-        raise UsageError(msg)
-    if not mix.weights and (args.duration is not None or args.ops is not None):
-        msg = "--duration and --ops do not apply to --workload boot (it boots every partition once)"
-        raise UsageError(msg)
-    duration, ops = args.duration, args.ops
-    if mix.weights and duration is None and ops is None:
-        if args.clock == "virtual":
-            ops = DEFAULT_VIRTUAL_OPS
-        else:
-            duration = DEFAULT_DURATION
-    return ExperimentOptions(
-        partitions=args.partitions,
-        vps=args.vps,
-        workload=args.workload if mix.source == "built-in" else Path(args.workload).name,
-        mix=mix,
-        duration=duration,
-        ops=ops,
-        drivers=drivers,
-        rate=args.rate,
-        backend=args.backend,
-        clock=args.clock,
-        commit_policy=policy,  # type: ignore[arg-type]  # argparse choices checked it
-        seed=args.seed,
-        trace_vps=args.trace_vps if args.trace else 0,
-    )
-
-
-class _Bar(Progress):
-    """A tqdm progress bar per phase, on stderr."""
-
-    def __init__(self, enabled: bool | None, label: str) -> None:
-        self._enabled = enabled
-        self._label = label
-        self._bar: Any = None
-
-    def start(self, phase: str, total: float, unit: str) -> None:
-        from tqdm import tqdm  # only the CLI draws bars
-
-        disable = None if self._enabled is None else not self._enabled
-        fmt = "{l_bar}{bar}| {n:.3g}/{total:.3g} s [{elapsed}<{remaining}]" if unit == "s" else None
-        self._bar = tqdm(
-            total=total,
-            desc=f"{self._label}{phase}",
-            unit=f" {unit}",
-            file=sys.stderr,
-            disable=disable,
-            leave=False,
-            dynamic_ncols=True,
-            bar_format=fmt,
-        )
-
-    def update(self, done: float) -> None:
-        bar = self._bar
-        if bar is not None:
-            bar.n = min(done, bar.total) if bar.total else done
-            bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-def _run(args: argparse.Namespace) -> int:
-    from ._table import render_table  # keep ``tdvsm --help`` fast
-    from .report import build_report, encode_report
-
-    if args.compare_policies and args.commit_policy is not None:
-        msg = "--compare-policies runs both commit policies: drop --commit-policy"
-        raise UsageError(msg)
-    for path, option in ((args.report, "--report"), (args.plot, "--plot"), (args.trace, "--trace")):
-        _check_output(path, option)
-    costs, overridden, source = CostModel(), frozenset[str](), "COSTS.md section 3 defaults"
-    if args.costs is not None:
-        try:
-            costs, overridden = load_cost_model(args.costs)
-        except CostModelError as exc:
-            raise UsageError(str(exc)) from None
-        source = f"COSTS.md section 3 defaults, overridden by {Path(args.costs).name}"
-    try:
-        policies = ["batched", "eager"] if args.compare_policies else [args.commit_policy or "batched"]
-        options = [_options(args, policy) for policy in policies]
-    except MixError as exc:
-        raise UsageError(str(exc)) from None
-    runs: list[RunData] = []
-    for opts in options:
-        label = f"{opts.commit_policy} " if args.compare_policies else ""
-        runs.append(anyio.run(run_experiment, opts, costs, _Bar(args.progress, label), backend=opts.backend))
-    report = build_report(
-        runs,
-        costs,
-        cost_source=source,
-        overridden=overridden,
-        include_wall=True if args.include_wall else None,
-    )
-    print(render_table(report))
-    if args.report:
-        Path(args.report).write_bytes(encode_report(report))
-        print(f"report: {args.report}")
-    if args.plot:
-        from .plots import plot_report  # matplotlib is slow to import
-
-        plot_report(report, args.plot)
-        print(f"plot: {args.plot}")
-    if args.trace:
-        from .trace import write_trace
-
-        write_trace(args.trace, runs[0].traces, runs[0].origin, opts.clock)
-        print(f"trace: {args.trace} ({len(runs[0].traces)} VPs; open in https://ui.perfetto.dev)")
-    return 0
-
-
-def _workloads() -> int:
-    for name, summary in describe():
-        print(f"{name:<16} {summary}")
-    return 0
+def _parser() -> tuple[Parser, frozenset[str]]:
+    """The ``tdvsm`` parser and the names of its subcommands."""
+    parser = Parser(prog="tdvsm", description="Simulate Guest VSM on TDX partitions at scale and measure it.")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    lab_commands.add_commands(sub)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
+    return parser, frozenset(sub.choices)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tdvsm`` command line; return its exit status."""
-    parser = _parser()
+    parser, commands = _parser()
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "bench":
-            from .bench import run_bench  # the suite is only loaded when asked for
-
-            return run_bench(quick=args.quick, check=args.check, only=args.only, report=args.report)
-        if args.command == "workloads":
-            return _workloads()
-        parser.print_help()
-        return 2
+        args = parser.parse_args(words)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        status: int = args.handler(args)
+        return status
     except UsageError as exc:
-        words = list(sys.argv[1:] if argv is None else argv)
-        command = "tdvsm " + words[0] if words and words[0] in ("run", "bench", "workloads") else "tdvsm"
+        command = f"tdvsm {words[0]}" if words and words[0] in commands else "tdvsm"
         print(f"{command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

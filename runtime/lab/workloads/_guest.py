@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, final
 
-from .._clock import VirtualClock
+from ..._clock import VirtualClock
+from ...testing import LONG_MODE_CR0, LONG_MODE_CR4, long_mode_context
 from ..costs import action_kind
-from ..testing import LONG_MODE_CR0, LONG_MODE_CR4, long_mode_context
 
 if TYPE_CHECKING:
     from protocol import Action, Outcome
 
-    from .._clock import Clock
-    from .._host import Vp
+    from ..._clock import Clock
+    from ..._host import Vp
     from ..costs import CostModel
     from ..metrics import PhaseRecorder
     from ..trace import VpTrace

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from runtime.cli import main
-from runtime.report import PhaseReport, Report
+from runtime.lab.report import PhaseReport, Report
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from runtime.bench import BenchReport
 from runtime.cli import main
+from runtime.lab.bench import BenchReport
 
 if TYPE_CHECKING:
     from pathlib import Path

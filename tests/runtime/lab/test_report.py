@@ -12,10 +12,9 @@ from hdrh.histogram import HdrHistogram
 
 from protocol import Completed, Intercepted, InterceptMessage
 from runtime._clock import VirtualClock
-from runtime._table import render_table
-from runtime.costs import PARAMETERS, ActionKind, CostModel, CostModelError, load_cost_model
-from runtime.experiment import ExperimentOptions, run_experiment
-from runtime.metrics import (
+from runtime.lab.costs import PARAMETERS, ActionKind, CostModel, CostModelError, load_cost_model
+from runtime.lab.experiment import ExperimentOptions, run_experiment
+from runtime.lab.metrics import (
     TIMELINE_BUCKETS,
     PhaseRecorder,
     Timeline,
@@ -24,9 +23,10 @@ from runtime.metrics import (
     merge_encoded,
     new_histogram,
 )
-from runtime.report import Report, build_report, encode_report
-from runtime.trace import VpTrace, trace_document
-from runtime.workloads import resolve
+from runtime.lab.report import Report, build_report, encode_report
+from runtime.lab.tables import render_table
+from runtime.lab.trace import VpTrace, trace_document
+from runtime.lab.workloads import resolve
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -11,10 +11,19 @@ from protocol import Completed, HvRegisterName as Reg, Rdmsr, Vtl, VtlCall
 from protocol._x86 import CR0_WP, CR4_SMEP, Msr
 from runtime import open_runtime
 from runtime._clock import RealClock, VirtualClock
-from runtime.costs import CostModel
-from runtime.metrics import PhaseRecorder
-from runtime.workloads import OPERATIONS, Driver, Guest, MixError, boot_partition, describe, recover, resolve
-from runtime.workloads._guest import VTL0_CR0, Unexpected
+from runtime.lab.costs import CostModel
+from runtime.lab.metrics import PhaseRecorder
+from runtime.lab.workloads import (
+    OPERATIONS,
+    Driver,
+    Guest,
+    MixError,
+    boot_partition,
+    describe,
+    recover,
+    resolve,
+)
+from runtime.lab.workloads._guest import VTL0_CR0, Unexpected
 
 if TYPE_CHECKING:
     from runtime import Runtime

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Final, Literal
 import msgspec
 
 from .costs import CostModel, CostParameter, action_kind, describe
-from .experiment import Counters, ExperimentOptions, RunData
 from .metrics import LatencyStats, encode, latency_stats
+from .records import Counters, ExperimentOptions, RunData
 
 if TYPE_CHECKING:
-    from .experiment import PhaseData
+    from .records import PhaseData
 
 __all__ = (
     "SCHEMA",

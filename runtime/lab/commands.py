@@ -1,0 +1,227 @@
+"""The experiment subcommands of ``tdvsm``: ``run``, ``bench`` and ``workloads``.
+
+``add_commands`` registers their parsers on the dispatcher's subparsers; each parsed command
+carries its handler, which returns the exit status. Bad options raise ``UsageError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .costs import CostModel, CostModelError, load_cost_model
+from .experiment import run_experiment
+from .records import ExperimentOptions, Progress, RunData
+from .usage import UsageError, non_negative_int, positive_float, positive_int
+from .workloads import MixError, describe, resolve
+
+if TYPE_CHECKING:
+    from .usage import Parser
+
+__all__ = ("add_commands",)
+
+#: Defaults of ``tdvsm run``: ~300 x 4 VPs boot in a fraction of a second, then 10 s of load.
+DEFAULT_PARTITIONS = 300
+DEFAULT_VPS = 4
+DEFAULT_DRIVERS = 100
+DEFAULT_DURATION = 10.0
+DEFAULT_VIRTUAL_OPS = 20_000
+
+
+def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    """Register ``run``, ``bench`` and ``workloads`` on the ``tdvsm`` subparsers."""
+    run = sub.add_parser("run", help="run an experiment and report it", description=_RUN_HELP)
+    size = run.add_argument_group("size")
+    size.add_argument("--partitions", type=positive_int, default=DEFAULT_PARTITIONS, help="partitions (300)")
+    size.add_argument("--vps", type=positive_int, default=DEFAULT_VPS, help="VPs per partition (4)")
+    load = run.add_argument_group("load")
+    load.add_argument("--workload", default="mixed", help="a workload name or a TOML/JSON mix file (mixed)")
+    stop = load.add_mutually_exclusive_group()
+    stop.add_argument(
+        "--duration", type=positive_float, help="seconds of operations (real: 10; virtual: virtual s)"
+    )
+    stop.add_argument(
+        "--ops", type=positive_int, help=f"operations to run (virtual clock: {DEFAULT_VIRTUAL_OPS:,})"
+    )
+    load.add_argument(
+        "--drivers",
+        type=positive_int,
+        help=f"concurrent drivers ({DEFAULT_DRIVERS}, or one per VP when there are fewer VPs)",
+    )
+    load.add_argument("--rate", type=positive_float, help="open loop: operations per second over all drivers")
+    how = run.add_argument_group("how")
+    how.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    how.add_argument("--clock", choices=("real", "virtual"), default="real")
+    how.add_argument("--commit-policy", choices=("batched", "eager"), default=None, help="(batched)")
+    how.add_argument("--compare-policies", action="store_true", help="run batched and eager, side by side")
+    how.add_argument("--seed", type=int, default=1, help="seed of every random choice (1)")
+    how.add_argument("--costs", metavar="FILE", help="cost model overrides (TOML or JSON)")
+    out = run.add_argument_group("output")
+    out.add_argument("--report", metavar="FILE.json", help="write the JSON report")
+    out.add_argument("--plot", metavar="FILE.png", help="write latency CDFs and throughput plots")
+    out.add_argument(
+        "--trace", metavar="FILE.json", help="write a Perfetto/Chrome trace of sampled VPs (first run)"
+    )
+    out.add_argument("--trace-vps", type=non_negative_int, default=8, help="VPs sampled for --trace (8)")
+    out.add_argument("--include-wall", action="store_true", help="virtual clock: add wall-clock facts")
+    out.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="(on a terminal)"
+    )
+    run.set_defaults(handler=_run)
+    bench = sub.add_parser("bench", help="the performance suite (PERFORMANCE.md P1-P4, P7)")
+    bench.add_argument("--quick", action="store_true", help="small sizes (seconds; used by the tests)")
+    bench.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    bench.add_argument("--only", metavar="P1,P2,...", help="run only these figures")
+    bench.add_argument("--report", metavar="FILE.json", help="write the results as JSON")
+    bench.set_defaults(handler=_bench)
+    sub.add_parser("workloads", help="list the workloads").set_defaults(handler=_workloads)
+
+
+_RUN_HELP = (
+    "Create partitions, bring up Guest VSM on each (DOMAIN S1/S2), then run a workload with "
+    "closed-loop drivers (or open loop with --rate), and report per action type throughput and "
+    "latency percentiles. With no options: 300 partitions x 4 VPs, mixed workload, 10 s."
+)
+
+
+def _check_output(path: str | None, option: str) -> None:
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        msg = f"{option} {path}: directory {Path(path).resolve().parent} does not exist"
+        raise UsageError(msg)
+
+
+def _options(args: argparse.Namespace, policy: str) -> ExperimentOptions:
+    mix = resolve(args.workload)
+    total_vps = args.partitions * args.vps
+    if args.vps > 1024:
+        msg = f"--vps {args.vps}: a partition has at most 1024 VPs"
+        raise UsageError(msg)
+    drivers = min(DEFAULT_DRIVERS, total_vps) if args.drivers is None else args.drivers
+    if mix.weights and drivers > total_vps:
+        msg = f"--drivers {drivers} exceeds the {total_vps} VPs: each driver needs a VP of its own"
+        raise UsageError(msg)
+    if not mix.weights and (args.duration is not None or args.ops is not None):
+        msg = "--duration and --ops do not apply to --workload boot (it boots every partition once)"
+        raise UsageError(msg)
+    duration, ops = args.duration, args.ops
+    if mix.weights and duration is None and ops is None:
+        if args.clock == "virtual":
+            ops = DEFAULT_VIRTUAL_OPS
+        else:
+            duration = DEFAULT_DURATION
+    return ExperimentOptions(
+        partitions=args.partitions,
+        vps=args.vps,
+        workload=args.workload if mix.source == "built-in" else Path(args.workload).name,
+        mix=mix,
+        duration=duration,
+        ops=ops,
+        drivers=drivers,
+        rate=args.rate,
+        backend=args.backend,
+        clock=args.clock,
+        commit_policy=policy,  # type: ignore[arg-type]  # argparse choices checked it
+        seed=args.seed,
+        trace_vps=args.trace_vps if args.trace else 0,
+    )
+
+
+class _Bar(Progress):
+    """A tqdm progress bar per phase, on stderr."""
+
+    def __init__(self, enabled: bool | None, label: str) -> None:
+        self._enabled = enabled
+        self._label = label
+        self._bar: Any = None
+
+    def start(self, phase: str, total: float, unit: str) -> None:
+        from tqdm import tqdm  # only the CLI draws bars
+
+        disable = None if self._enabled is None else not self._enabled
+        fmt = "{l_bar}{bar}| {n:.3g}/{total:.3g} s [{elapsed}<{remaining}]" if unit == "s" else None
+        self._bar = tqdm(
+            total=total,
+            desc=f"{self._label}{phase}",
+            unit=f" {unit}",
+            file=sys.stderr,
+            disable=disable,
+            leave=False,
+            dynamic_ncols=True,
+            bar_format=fmt,
+        )
+
+    def update(self, done: float) -> None:
+        bar = self._bar
+        if bar is not None:
+            bar.n = min(done, bar.total) if bar.total else done
+            bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .report import build_report, encode_report
+    from .tables import render_table  # keep ``tdvsm --help`` fast
+
+    if args.compare_policies and args.commit_policy is not None:
+        msg = "--compare-policies runs both commit policies: drop --commit-policy"
+        raise UsageError(msg)
+    for path, option in ((args.report, "--report"), (args.plot, "--plot"), (args.trace, "--trace")):
+        _check_output(path, option)
+    costs, overridden, source = CostModel(), frozenset[str](), "COSTS.md section 3 defaults"
+    if args.costs is not None:
+        try:
+            costs, overridden = load_cost_model(args.costs)
+        except CostModelError as exc:
+            raise UsageError(str(exc)) from None
+        source = f"COSTS.md section 3 defaults, overridden by {Path(args.costs).name}"
+    try:
+        policies = ["batched", "eager"] if args.compare_policies else [args.commit_policy or "batched"]
+        options = [_options(args, policy) for policy in policies]
+    except MixError as exc:
+        raise UsageError(str(exc)) from None
+    runs: list[RunData] = []
+    for opts in options:
+        label = f"{opts.commit_policy} " if args.compare_policies else ""
+        runs.append(anyio.run(run_experiment, opts, costs, _Bar(args.progress, label), backend=opts.backend))
+    report = build_report(
+        runs,
+        costs,
+        cost_source=source,
+        overridden=overridden,
+        include_wall=True if args.include_wall else None,
+    )
+    print(render_table(report))
+    if args.report:
+        Path(args.report).write_bytes(encode_report(report))
+        print(f"report: {args.report}")
+    if args.plot:
+        from .plots import plot_report  # matplotlib is slow to import
+
+        plot_report(report, args.plot)
+        print(f"plot: {args.plot}")
+    if args.trace:
+        from .trace import write_trace
+
+        write_trace(args.trace, runs[0].traces, runs[0].origin, opts.clock)
+        print(f"trace: {args.trace} ({len(runs[0].traces)} VPs; open in https://ui.perfetto.dev)")
+    return 0
+
+
+def _workloads(args: argparse.Namespace) -> int:
+    for name, summary in describe():
+        print(f"{name:<16} {summary}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench  # the suite is only loaded when asked for
+
+    return run_bench(quick=args.quick, check=args.check, only=args.only, report=args.report)
