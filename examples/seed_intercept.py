@@ -15,6 +15,13 @@ import sys
 import anyio
 
 from protocol import (
+    CR0_ET,
+    CR0_PE,
+    CR0_PG,
+    CR4_PAE,
+    EFER_LMA,
+    EFER_LME,
+    EFER_NXE,
     HV_VP_INDEX_SELF,
     Action,
     EnablePartitionVtl,
@@ -24,6 +31,7 @@ from protocol import (
     HypercallResult,
     Intercepted,
     MovToCr,
+    Msr,
     Outcome,
     RegisterAssoc,
     SetVpRegisters,
@@ -31,16 +39,6 @@ from protocol import (
     VtlCall,
     VtlReturn,
     Wrmsr,
-)
-from protocol._x86 import (
-    CR0_ET,
-    CR0_PE,
-    CR0_PG,
-    CR4_PAE,
-    EFER_LMA,
-    EFER_LME,
-    EFER_NXE,
-    Msr,
 )
 from runtime import Vp, open_runtime
 from runtime.testing import Timeline, long_mode_context

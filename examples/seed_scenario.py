@@ -13,6 +13,13 @@ import sys
 import anyio
 
 from protocol import (
+    CR0_ET,
+    CR0_PE,
+    CR0_PG,
+    CR4_PAE,
+    EFER_LMA,
+    EFER_LME,
+    EFER_NXE,
     EnablePartitionVtl,
     EnableVpVtl,
     HvRegisterName as Reg,
@@ -21,15 +28,6 @@ from protocol import (
     Vtl,
     VtlCall,
     VtlReturn,
-)
-from protocol._x86 import (
-    CR0_ET,
-    CR0_PE,
-    CR0_PG,
-    CR4_PAE,
-    EFER_LMA,
-    EFER_LME,
-    EFER_NXE,
 )
 from runtime import Vp, open_runtime
 from runtime.testing import long_mode_context

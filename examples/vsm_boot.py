@@ -14,6 +14,9 @@ import sys
 import anyio
 
 from protocol import (
+    CR0_PE,
+    CR0_PG,
+    CR4_PAE,
     HV_VP_INDEX_SELF,
     Action,
     EnablePartitionVtl,
@@ -30,7 +33,6 @@ from protocol import (
     VtlCall,
     VtlReturn,
 )
-from protocol._x86 import CR0_PE, CR0_PG, CR4_PAE
 from runtime import Vp, open_runtime
 from runtime.testing import Timeline, long_mode_context
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,14 @@ def test_example_runs(example: Path, backend: str) -> None:
 def test_every_example_has_an_expectation() -> None:
     """A new example cannot slip in without a checked closing line."""
     assert {p.name for p in EXAMPLES} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_imports_only_public_modules(example: Path) -> None:
+    """Examples show what users write: no import of a private (underscore) module."""
+    tree = ast.parse(example.read_text(encoding="utf-8"))
+    modules = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    modules += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert modules, "the example imports nothing?"
+    private = [m for m in modules if m != "__future__" and any(p.startswith("_") for p in m.split("."))]
+    assert private == []

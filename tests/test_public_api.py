@@ -418,3 +418,22 @@ async def test_bad_config_raises_value_error_naming_the_field() -> None:
             await rt.create_partition(vp_count=0)
         with pytest.raises(ValueError, match="vp_count"):
             await rt.create_partition(vp_count=1025)
+
+
+def test_protocol_exports_the_x86_and_vmx_constants() -> None:
+    """CR0_*, CR4_*, EFER_* and the VM-entry/secondary control bits are public in ``protocol``."""
+    import protocol
+    from protocol import _x86
+
+    wanted = [
+        name
+        for name in vars(_x86)
+        if name.startswith(("CR0_", "CR4_", "EFER_", "VMX_ENTRY_CONTROL_", "SECONDARY_CONTROL_"))
+    ]
+    assert len(wanted) >= 40
+    for name in wanted:
+        assert name in protocol.__all__, name
+        assert getattr(protocol, name) == getattr(_x86, name)
+    assert protocol.VMX_ENTRY_CONTROL_LONG_MODE_GUEST == 0x200
+    assert protocol.CR0_PG == 0x8000_0000
+    assert protocol.EFER_LMA == 0x400
