@@ -10,6 +10,7 @@ from ._config import CommitPolicy as CommitPolicy, PartitionConfig as PartitionC
 from ._errors import (
     Busy as Busy,
     InternalError as InternalError,
+    PartitionFailed as PartitionFailed,
     UnsupportedAction as UnsupportedAction,
     VpFailed as VpFailed,
     VpNotRunning as VpNotRunning,
@@ -36,6 +37,7 @@ __all__ = (
     "GuestVsmState",
     "Handler",
     "InternalError",
+    "PartitionFailed",
     "PartitionConfig",
     "PartitionSupervisor",
     "PartitionView",

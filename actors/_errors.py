@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from protocol import SimulationError
 
-__all__ = ("Busy", "InternalError", "UnsupportedAction", "VpFailed", "VpNotRunning")
+__all__ = ("Busy", "InternalError", "PartitionFailed", "UnsupportedAction", "VpFailed", "VpNotRunning")
 
 
 class InternalError(SimulationError):
@@ -13,6 +13,14 @@ class InternalError(SimulationError):
 
 class VpNotRunning(SimulationError):
     """Raised when an action is sent to a VP that has not been started."""
+
+
+class PartitionFailed(SimulationError):
+    """Raised by every VP of a partition that a fatal condition ended (DOMAIN 7.2).
+
+    OpenHCL is built with ``panic = 'abort'``: a fatal error on one VP ends the paravisor, so
+    the whole partition is lost. ``str(exc)`` gives the reason. Other partitions carry on.
+    """
 
 
 class VpFailed(SimulationError):

@@ -1,9 +1,15 @@
 """What runs it: mailboxes, the batching scheduler, the host of many partitions.
 
+The errors an embedding program catches are importable from here: ``SimulationError`` (the
+root), ``Busy``, ``VpNotRunning``, ``PartitionFailed`` and ``ProtocolError``.
+
 Depends on actors and protocol.
 """
 
 from __future__ import annotations
+
+from actors import Busy as Busy, PartitionFailed as PartitionFailed, VpNotRunning as VpNotRunning
+from protocol import ProtocolError as ProtocolError, SimulationError as SimulationError
 
 from ._host import (
     Partition as Partition,
@@ -16,6 +22,11 @@ from ._host import (
 from ._scheduler import SchedulerStatistics as SchedulerStatistics
 
 __all__ = (
+    "Busy",
+    "PartitionFailed",
+    "ProtocolError",
+    "SimulationError",
+    "VpNotRunning",
     "Partition",
     "PartitionStatistics",
     "Runtime",

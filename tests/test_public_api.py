@@ -437,3 +437,15 @@ def test_protocol_exports_the_x86_and_vmx_constants() -> None:
     assert protocol.VMX_ENTRY_CONTROL_LONG_MODE_GUEST == 0x200
     assert protocol.CR0_PG == 0x8000_0000
     assert protocol.EFER_LMA == 0x400
+
+
+def test_runtime_exports_the_errors_users_catch() -> None:
+    """API.md: SimulationError, Busy, VpNotRunning, PartitionFailed and ProtocolError from ``runtime``."""
+    import runtime
+    from protocol import ProtocolError, SimulationError
+
+    for name in ("SimulationError", "Busy", "VpNotRunning", "PartitionFailed", "ProtocolError"):
+        assert name in runtime.__all__
+        assert issubclass(getattr(runtime, name), SimulationError)
+    assert runtime.ProtocolError is ProtocolError
+    assert issubclass(runtime.ProtocolError, ValueError)
