@@ -15,16 +15,23 @@ from .lab import commands as lab_commands
 from .lab.usage import Parser, UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+
+    from .lab.bench import Runner
 
 __all__ = ("main",)
+
+
+def _bench_extra() -> Mapping[str, Runner]:
+    """Bench figures of the rooms ``lab`` may not import (each room adds its own here)."""
+    return {}
 
 
 def _parser() -> tuple[Parser, frozenset[str]]:
     """The ``tdvsm`` parser and the names of its subcommands."""
     parser = Parser(prog="tdvsm", description="Simulate Guest VSM on TDX partitions at scale and measure it.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    lab_commands.add_commands(sub)
+    lab_commands.add_commands(sub, bench_extra=_bench_extra)
     sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser, frozenset(sub.choices)
 

@@ -20,6 +20,9 @@ from .usage import UsageError, non_negative_int, positive_float, positive_int
 from .workloads import MixError, describe, resolve
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from .bench import Runner
     from .usage import Parser
 
 __all__ = ("add_commands",)
@@ -32,8 +35,14 @@ DEFAULT_DURATION = 10.0
 DEFAULT_VIRTUAL_OPS = 20_000
 
 
-def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    """Register ``run``, ``bench`` and ``workloads`` on the ``tdvsm`` subparsers."""
+def add_commands(
+    sub: argparse._SubParsersAction[Parser], *, bench_extra: Callable[[], Mapping[str, Runner]] | None = None
+) -> None:
+    """Register ``run``, ``bench`` and ``workloads`` on the ``tdvsm`` subparsers.
+
+    ``bench_extra`` gives the bench figures measured outside ``lab`` (loaded only when the
+    bench runs).
+    """
     run = sub.add_parser("run", help="run an experiment and report it", description=_RUN_HELP)
     size = run.add_argument_group("size")
     size.add_argument("--partitions", type=positive_int, default=DEFAULT_PARTITIONS, help="partitions (300)")
@@ -77,7 +86,7 @@ def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     bench.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     bench.add_argument("--only", metavar="P1,P2,...", help="run only these figures")
     bench.add_argument("--report", metavar="FILE.json", help="write the results as JSON")
-    bench.set_defaults(handler=_bench)
+    bench.set_defaults(handler=_bench, bench_extra=bench_extra)
     sub.add_parser("workloads", help="list the workloads").set_defaults(handler=_workloads)
 
 
@@ -224,4 +233,5 @@ def _workloads(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench  # the suite is only loaded when asked for
 
-    return run_bench(quick=args.quick, check=args.check, only=args.only, report=args.report)
+    extra = args.bench_extra() if args.bench_extra is not None else None
+    return run_bench(quick=args.quick, check=args.check, only=args.only, report=args.report, extra=extra)

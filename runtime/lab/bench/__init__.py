@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import msgspec
 
@@ -28,12 +28,15 @@ from .p4_memory import measure_p4
 from .p7_virtual import measure_p7
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
-__all__ = ("FIGURES", "BenchReport", "Figure", "run_bench")
+__all__ = ("FIGURES", "RUNNERS", "BenchReport", "Figure", "Runner", "run_bench")
 
-#: Figure id -> the function measuring it (``quick`` shrinks its sizes).
-RUNNERS: Final[dict[str, Callable[[bool], list[Figure]]]] = {
+#: Measures one figure id; ``quick`` shrinks its sizes.
+Runner: TypeAlias = "Callable[[bool], list[Figure]]"
+
+#: Figure id -> the function measuring it.
+RUNNERS: Final[dict[str, Runner]] = {
     "P1": measure_p1,
     "P2": measure_p2,
     "P3": measure_p3,
@@ -43,17 +46,30 @@ RUNNERS: Final[dict[str, Callable[[bool], list[Figure]]]] = {
 FIGURES: Final = tuple(RUNNERS)
 
 
-def run_bench(*, quick: bool, check: bool, only: str | None, report: str | None) -> int:
-    """Run the suite (or ``only`` some figures); print the table; return the exit status."""
-    wanted = [f.strip().upper() for f in only.split(",")] if only else list(FIGURES)
-    unknown = [f for f in wanted if f not in RUNNERS]
+def run_bench(
+    *,
+    quick: bool,
+    check: bool,
+    only: str | None,
+    report: str | None,
+    extra: Mapping[str, Runner] | None = None,
+) -> int:
+    """Run the suite (or ``only`` some figures); print the table; return the exit status.
+
+    ``extra`` adds figures measured outside ``lab`` (the control plane's, the cluster's): the
+    ``tdvsm`` dispatcher passes them, since ``lab`` may not import those rooms.
+    """
+    runners = {**RUNNERS, **(extra or {})}
+    known = sorted(runners, key=lambda f: int(f[1:]))
+    wanted = [f.strip().upper() for f in only.split(",")] if only else known
+    unknown = [f for f in wanted if f not in runners]
     if unknown:
-        msg = f"--only: unknown figure {unknown[0]} (known: {', '.join(FIGURES)}; P5 and P6 do not exist yet)"
+        msg = f"--only: unknown figure {unknown[0]} (known: {', '.join(known)})"
         raise UsageError(msg)
     figures: list[Figure] = []
     for figure in wanted:
         print(f"measuring {figure} ...", file=sys.stderr, flush=True)
-        figures.extend(RUNNERS[figure](quick))
+        figures.extend(runners[figure](quick))
     result = BenchReport(
         schema="tdvsm.bench/1",
         quick=quick,
