@@ -2,7 +2,9 @@
 
 DOMAIN 3.1 (who may touch which register), 3.2 (value validation, then apply), 3.5 (VP secure
 config), 3.7 (PendingEvent0) and the quirks of Appendix B items 1-4. For each element the order
-is: access rule, value validation, apply; the first failure is the element's status.
+is: access rule, value validation, apply; the first failure is the element's status. Applying
+an element follows OpenHCL's accessor for it, TDCALLs included (DOMAIN 7.1, ``actors._tdcalls``):
+the ``registers()`` group goes through ``registers_roundtrip``.
 """
 
 from __future__ import annotations
@@ -30,15 +32,31 @@ from protocol._x86 import (
     segment_base,
 )
 
+from ._tdcalls import (
+    CR_INTERCEPT_REGISTRATION,
+    REGISTERS,
+    SET_REGISTERS,
+    SET_REGISTERS_GROUP,
+    get_register_tdcalls,
+    set_register_tdcalls,
+    set_registers_writes,
+)
 from ._tdx import CrRegistration
 from ._vsm import GuestVsmState, PartitionView, WriteVsmPartitionConfig
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from ._state import VpState
 
-__all__ = ("get_vp_register", "set_vp_register", "validate_context_value")
+__all__ = (
+    "context_load_error",
+    "get_vp_register",
+    "registers_roundtrip",
+    "set_vp_register",
+    "tdx_write_efer_ok",
+    "validate_context_value",
+)
 
 _GPRS: Final = frozenset(Reg.RAX + i for i in range(16))
 #: Architectural registers: only a strictly higher VTL may access them.
@@ -197,6 +215,8 @@ def get_vp_register(
     if status:
         return status, 0
     if name in _ARCH or name in _SYNIC or name in (Reg.APIC_BASE, Reg.VP_ASSIST_PAGE, Reg.VSM_VINA):
+        if vp.eager:
+            vp.count_tdcalls(target, get_register_tdcalls(name), 0)
         return _OK, vp.read(target, name)
     vtl1 = view.vtl1
     if name == Reg.VSM_CODE_PAGE_OFFSETS:
@@ -267,8 +287,13 @@ def validate_efer(value: int) -> bool:
     )
 
 
+def tdx_write_efer_ok(value: int) -> bool:
+    """TDX ``write_efer``: SVME and FFXSR refused, NXE required (reserved bits are not checked)."""
+    return not value & (EFER_SVME | EFER_FFXSR) and bool(value & EFER_NXE)
+
+
 def validate_context_value(name: int, value: int, vmx_cr4_fixed1: int) -> bool:
-    """Whether TDX ``set_registers`` accepts ``value`` for an initial-context register."""
+    """Whether the value rules of SetVpRegisters/WRMSR accept ``value`` (EFER, CR4, PAT)."""
     if name == Reg.EFER:
         return validate_efer(value)
     if name == Reg.CR4:
@@ -276,6 +301,43 @@ def validate_context_value(name: int, value: int, vmx_cr4_fixed1: int) -> bool:
     if name == Reg.PAT:
         return all(((value >> (8 * i)) & 0xFF) in _PAT_TYPES for i in range(8))
     return True
+
+
+def context_load_error(cr4: int, efer: int, vmx_cr4_fixed1: int) -> str | None:
+    """Why TDX ``set_registers`` refuses an initial context, or None (DOMAIN Appendix B 9).
+
+    It checks only what its writers check, in their order: ``write_cr4`` (bits outside the
+    allowed set), then ``write_efer``. Anything else (PAT, reserved EFER bits, RFLAGS ...) is
+    loaded as given and left to the VM-entry checks (DOMAIN 7.2).
+    """
+    if cr4 & ~cr4_allowed_bits(vmx_cr4_fixed1):
+        return f"write_cr4 refused CR4 {cr4:#x} (bits outside the allowed set)"
+    if not tdx_write_efer_ok(efer):
+        return f"write_efer refused EFER {efer:#x} (SVME or FFXSR set, or NXE clear)"
+    return None
+
+
+def registers_roundtrip(
+    vp: VpState, vtl: int, values: Iterable[tuple[int, int]], extra: tuple[int, int] = (0, 0)
+) -> None:
+    """OpenHCL's ``registers()`` then ``set_registers()`` on ``vtl`` with ``values`` replaced.
+
+    The path of SetVpRegisters for the ``registers()`` group, of a normal VtlReturn and of a
+    context load (DOMAIN 7.1): 42 TDG.VP.RD + 40 TDG.VP.WR plus one per change (counted under
+    the eager policy, with ``extra`` (RD, WR) on top). ``write_cr0`` forces ET, so a CR0 that
+    lost ET to a MOV to CR0 gets it back here, guest-visibly, under both policies.
+    """
+    new = dict(values)
+    old_cr0, old_cr4, old_efer = vp.read(vtl, _CR0), vp.read(vtl, _CR4), vp.read(vtl, _EFER)
+    cr0 = new.get(_CR0, old_cr0)
+    if vp.eager:
+        writes = set_registers_writes(
+            old_cr0, old_cr4, old_efer, cr0, new.get(_CR4, old_cr4), new.get(_EFER, old_efer)
+        )
+        vp.count_tdcalls(vtl, REGISTERS[0] + SET_REGISTERS[0] + extra[0], writes + extra[1])
+    if not cr0 & CR0_ET:
+        new[_CR0] = cr0 | CR0_ET
+    vp.set_registers(vtl, new.items())
 
 
 def _validate_pending_event(value: int) -> bool:
@@ -340,19 +402,26 @@ def set_vp_register(
     validator = _VALIDATORS.get(name)
     if validator is not None and not validator(vp, target, value):
         return _VALUE
-    if name in _ARCH_SETTABLE:
+    if name in SET_REGISTERS_GROUP:
         if name == _CR0:
             value = validate_cr0(value) or 0  # validated above: never None here
         elif name == _CR8:
-            value &= 0xF  # written to the APIC TPR as value << 4
+            # DOMAIN 7.4: set_registers stores TPR = CR8 << 4 (a 32-bit APIC register) and
+            # registers() returns TPR >> 4, so CR8 keeps its low 28 bits.
+            value = ((value << 4) & 0xFFFF_FFFF) >> 4
+        registers_roundtrip(vp, target, ((name, value),))
+        return _OK
+    if name in _ARCH_SETTABLE:
+        if vp.eager:
+            vp.count_tdcalls(target, *set_register_tdcalls(name))
         vp.stage(target, name, value)
         return _OK
     if name in _SYNIC:
         if name == Reg.SVERSION:
             return _PARAM
+        # EOM does nothing to the message slot (HV1 set_eom, DOMAIN 7.3): the guest frees it
+        # by writing HvMessageTypeNone into the header (ClearMessageSlot).
         vp.stage(target, name, value)
-        if name == Reg.EOM:
-            vp.vtls[target].sint0_message = None  # end of message: the SINT0 slot is free
         return _OK
     if name == Reg.VP_ASSIST_PAGE:
         vp.stage(target, name, value)
@@ -409,6 +478,8 @@ def _set_cr_intercept(vp: VpState, name: int, value: int) -> HvStatus:
         if value & ~CrInterceptControl.SUPPORTED:
             return _VALUE
         control = CrInterceptControl.from_bits(value)
+        # TDX cr_intercept_registration writes VTL0's VMCS (DOMAIN 7.1).
+        vp.count_tdcalls(Vtl.VTL0, *CR_INTERCEPT_REGISTRATION)
         vp.stage_registration(
             CrRegistration(
                 cr0_mask=state.cr0_mask if control.cr0_write else 0,

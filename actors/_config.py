@@ -22,6 +22,8 @@ class PartitionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     user input with ``PartitionConfig.from_keywords``, which checks types as well as ranges.
     ``batch_max_updates`` closes a batch window after that many staged register updates of
     one (VP, VTL); ``batch_window`` closes it after that many seconds of the runtime's clock.
+    ``physical_address_bits`` is the guest physical-address width VM entry checks CR3 against
+    (DOMAIN 7.2 check 8; TDX GPAW 52 by default).
     """
 
     vp_count: int = 1
@@ -36,6 +38,7 @@ class PartitionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     xss_supported: int = 0x1C00
     batch_max_updates: int = 64
     batch_window: float = 0.001
+    physical_address_bits: int = 52
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ValueError:
@@ -54,6 +57,10 @@ class PartitionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
             raise bad("batch_max_updates", f"must be a positive int, got {self.batch_max_updates!r}")
         if not self.batch_window > 0:
             raise bad("batch_window", f"must be > 0 seconds, got {self.batch_window!r}")
+        if not 32 <= self.physical_address_bits <= 52:
+            raise bad(
+                "physical_address_bits", f"must be an int in 32..52, got {self.physical_address_bits!r}"
+            )
 
     @classmethod
     def from_keywords(cls, **config: object) -> PartitionConfig:

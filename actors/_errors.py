@@ -19,16 +19,16 @@ class PartitionFailed(SimulationError):
     """Raised by every VP of a partition that a fatal condition ended (DOMAIN 7.2).
 
     OpenHCL is built with ``panic = 'abort'``: a fatal error on one VP ends the paravisor, so
-    the whole partition is lost. ``str(exc)`` gives the reason. Other partitions carry on.
+    the whole partition is lost. ``str(exc)`` gives the reason, naming the partition, the VP,
+    the VTL and every failed check. Guest-triggerable, unlike ``InternalError``: an initial
+    context ``set_registers`` refuses (Appendix B 9), a failed VM entry, Appendix B 13. Other
+    partitions carry on.
     """
 
 
-class VpFailed(SimulationError):
-    """Raised for actions sent to a VP that hit a fatal error (OpenHCL would panic that VP).
-
-    Unlike ``InternalError`` this models guest-triggerable behaviour: an invalid initial
-    context loaded by EnableVpVtl or StartVirtualProcessor. Other VPs and partitions go on.
-    """
+#: The name of the first round's per-VP failure, kept as an alias (API.md): a fatal condition
+#: ends the whole partition, so ``except VpFailed`` and ``except PartitionFailed`` are one.
+VpFailed = PartitionFailed
 
 
 class UnsupportedAction(SimulationError):

@@ -34,7 +34,7 @@ from protocol import (
 )
 from protocol._x86 import CR0_PE, EFER_LMA, VMCALL_LENGTH, ExceptionVector
 
-from ._access import get_vp_register, set_vp_register
+from ._access import get_vp_register, registers_roundtrip, set_vp_register
 from ._errors import UnsupportedAction
 from ._vsm import (
     EnablePartitionVtlRequest,
@@ -49,13 +49,27 @@ from ._vsm import (
 if TYPE_CHECKING:
     from ._state import VpState
 
-__all__ = ("Handler", "Pending", "handle_hypercall", "long_mode")
+__all__ = (
+    "MAX_GET_VP_REGISTERS",
+    "MAX_PROTECTION_GPNS",
+    "MAX_SET_VP_REGISTERS",
+    "Handler",
+    "Pending",
+    "handle_hypercall",
+    "long_mode",
+)
 
 ViewSource: TypeAlias = Callable[[], PartitionView]
 Pending: TypeAlias = Generator[SupervisorRequest, SupervisorReply, HypercallResult]
 #: What a VP step returns: an outcome, or a hypercall waiting for the supervisor.
 Handler: TypeAlias = Outcome | Pending
 
+#: Most elements whose input and output each fit one 4 KiB page (DOMAIN 7.4, HC ``support.rs``
+#: ``HypercallParseError::Straddle``): SetVpRegisters 16 + 32 n, GetVpRegisters 16 + 4 n in and
+#: 16 n out, ModifyVtlProtectionMask 16 + 8 n. More gives InvalidHypercallInput, 0 reps.
+MAX_SET_VP_REGISTERS: Final = (4096 - 16) // 32
+MAX_GET_VP_REGISTERS: Final = 4096 // 16
+MAX_PROTECTION_GPNS: Final = (4096 - 16) // 8
 _UD: Final = ExceptionInjected(vector=ExceptionVector.UD)
 _GP0: Final = ExceptionInjected(vector=ExceptionVector.GP, error_code=0)
 _VINA_AUTO_RESET: Final = 1 << 9
@@ -90,14 +104,20 @@ def _target_vtl(caller: Vtl, target_vtl: int | None) -> int:
 
 
 def _register_call_target(
-    vp: VpState, caller: Vtl, action: GetVpRegisters | SetVpRegisters, count: int, wrong_vp: HvStatus
+    vp: VpState,
+    caller: Vtl,
+    action: GetVpRegisters | SetVpRegisters,
+    count: int,
+    wrong_vp: HvStatus,
+    page_limit: int,
 ) -> Vtl | HvStatus:
     """The checks before the first element (DOMAIN 3.1 steps 1-4, 3.12 control validation).
 
     Returns the target VTL, or the status that refuses the whole call with 0 reps. A wrong VP
-    index gives ``wrong_vp``: AccessDenied for get, InvalidVpIndex for set (quirk 1).
+    index gives ``wrong_vp``: AccessDenied for get, InvalidVpIndex for set (quirk 1). More than
+    ``page_limit`` elements straddle a page (DOMAIN 7.4): refused before any element runs.
     """
-    if count == 0 or action.rep_start >= count:
+    if count == 0 or action.rep_start >= count or count > page_limit:
         return HvStatus.INVALID_HYPERCALL_INPUT
     target = _target_vtl(caller, action.target_vtl)
     if target > Vtl.VTL2:
@@ -116,7 +136,9 @@ def get_vp_registers(
 ) -> HypercallResult:
     """HvCallGetVpRegisters (DOMAIN 3.1, 3.12): values of the completed prefix are returned."""
     count = len(action.names)
-    target_vtl = _register_call_target(vp, caller, action, count, HvStatus.ACCESS_DENIED)
+    target_vtl = _register_call_target(
+        vp, caller, action, count, HvStatus.ACCESS_DENIED, MAX_GET_VP_REGISTERS
+    )
     if isinstance(target_vtl, HvStatus):
         return _status(target_vtl)
     values: list[int] = []
@@ -131,7 +153,9 @@ def get_vp_registers(
 def set_vp_registers(vp: VpState, view: ViewSource, caller: Vtl, action: SetVpRegisters) -> Pending:
     """HvCallSetVpRegisters (DOMAIN 3.1, 3.2, 3.12): the applied prefix stays applied."""
     count = len(action.registers)
-    target_vtl = _register_call_target(vp, caller, action, count, HvStatus.INVALID_VP_INDEX)
+    target_vtl = _register_call_target(
+        vp, caller, action, count, HvStatus.INVALID_VP_INDEX, MAX_SET_VP_REGISTERS
+    )
     if isinstance(target_vtl, HvStatus):
         return _status(target_vtl)
     for i in range(action.rep_start, count):
@@ -205,8 +229,8 @@ def vtl_return(vp: VpState, caller: Vtl, action: VtlReturn) -> VtlSwitched | Exc
         vtl1.vina_asserted = False
     vp.active_vtl = Vtl.VTL0
     if not rax & 1:
-        vp.stage(Vtl.VTL0, Reg.RAX, vtl1.return_rax)
-        vp.stage(Vtl.VTL0, Reg.RCX, vtl1.return_rcx)
+        # A normal return loads VTL0's RAX/RCX through registers() + set_registers() (DOMAIN 7.1).
+        registers_roundtrip(vp, Vtl.VTL0, ((Reg.RAX, vtl1.return_rax), (Reg.RCX, vtl1.return_rcx)))
     return VtlSwitched(to_vtl=Vtl.VTL0, entry_reason=HvVtlEntryReason.RESERVED)
 
 
@@ -263,6 +287,8 @@ def handle_hypercall(
         case StartVirtualProcessor():
             return _with_completion(vp, caller, start_virtual_processor(vp, caller, action))
         case ModifyVtlProtectionMask():
+            if len(action.gpns) > MAX_PROTECTION_GPNS:  # DOMAIN 7.4: the input straddles a page
+                return _complete(vp, caller, _status(HvStatus.INVALID_HYPERCALL_INPUT))
             return _with_completion(vp, caller, modify_vtl_protection_mask(vp, caller, action))
         case Hypercall():
             if action.code not in _DISPATCHED:

@@ -2,14 +2,16 @@
 
 DOMAIN 3.8. Only VTL0 writes are intercepted, and only on a VP where VTL1 exists. A decision is
 made before anything is written: when a message is produced the write is not applied and VTL0's
-RIP does not move. The message goes to VTL1's SynIC SINT0 slot, which requests a VTL1
-interrupt, so VTL1 is entered with entry reason INTERRUPT (2), never INTERCEPT (Appendix B 11).
-If the slot cannot take it, OpenHCL drops the message and VTL0 simply exits again later.
+RIP does not move. The message goes to VTL1's SynIC SINT0 slot (HV1 ``post_intercept_message``,
+DOMAIN 7.3): a full slot gets its MessagePending flag and refuses the post, a masked or proxy
+SINT0 refuses it (OpenHCL drops the message and VTL0 simply exits again later); otherwise the
+message is written, even with SIMP disabled, and SINT0 requests a VTL1 interrupt, so VTL1 is
+entered with entry reason INTERRUPT (2), never INTERCEPT (Appendix B 11) - unless SINT0 polls.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypedDict
 
 from protocol import (
     CrInterceptControl,
@@ -19,6 +21,7 @@ from protocol import (
     InterceptDropped,
     Intercepted,
     InterceptMessage,
+    InterceptPosted,
     SynicSint,
     Vtl,
 )
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "MSR_INTERCEPT_BITS",
+    "cr_write_armed",
     "cr_write_intercepted",
     "deliver",
     "gpa_message",
@@ -62,7 +66,17 @@ MSR_INTERCEPT_BITS: Final[dict[int, int]] = {
 }
 
 
-def _header(vp: VpState, message_type: HvMessageType, length: int, access: int) -> dict[str, int]:
+class _Header(TypedDict):
+    message_type: int
+    vp_index: int
+    instruction_length: int
+    access_type: int
+    rip: int
+    rflags: int
+    execution_state: int
+
+
+def _header(vp: VpState, message_type: HvMessageType, length: int, access: int) -> _Header:
     """Common HvX64InterceptMessageHeader fields for a VTL0 exit."""
     efer = vp.read(Vtl.VTL0, Reg.EFER)
     cpl = vp.cpl(Vtl.VTL0)
@@ -104,21 +118,24 @@ def _control(vp: VpState) -> int:
     return vp.vtl1.cr_intercept_control if vp.vtl1 is not None else 0
 
 
-def cr_write_intercepted(vp: VpState, cr: int, new: int) -> bool:
-    """MOV to CR0/CR4 from VTL0: exits only where the VMCS guest/host mask covers a changed bit;
-    then it is intercepted iff the control's write bit is set AND (old XOR new) AND mask != 0.
+def cr_write_armed(vp: VpState, cr: int) -> bool:
+    """Whether VTL1 registered the CR0 (CR4) write of the active VTL (Cr0Write/Cr4Write).
+
+    Then HCVM ``cvm_is_protected_register_write`` reads the current value (one TDG.VP.RD) to
+    compare it with the new one under the mask.
     """
     if vp.active_vtl != Vtl.VTL0 or vp.vtl1 is None:
         return False
-    state = vp.vtls[Vtl.VTL0]
-    name, field = (Reg.CR0, 0x6000) if cr == 0 else (Reg.CR4, 0x6002)
-    changed = vp.read(Vtl.VTL0, name) ^ new
-    if not changed & state.vmcs[field]:
-        return False  # no VM exit: the guest-owned bits change in hardware
-    control = CrInterceptControl.from_bits(_control(vp))
-    if cr == 0:
-        return control.cr0_write and bool(changed & vp.vtl1.cr0_mask)
-    return control.cr4_write and bool(changed & vp.vtl1.cr4_mask)
+    control = CrInterceptControl.from_bits(vp.vtl1.cr_intercept_control)
+    return control.cr0_write if cr == 0 else control.cr4_write
+
+
+def cr_write_intercepted(vp: VpState, cr: int, old: int, new: int) -> bool:
+    """A MOV to CR0/CR4 that exited and is armed: intercepted iff (old XOR new) AND the mask != 0
+    (PR #2275: before it, an armed write was intercepted whatever changed)."""
+    assert vp.vtl1 is not None  # armed
+    mask = vp.vtl1.cr0_mask if cr == 0 else vp.vtl1.cr4_mask
+    return bool((old ^ new) & mask)
 
 
 def msr_write_forwarded(vp: VpState, msr: int) -> bool:
@@ -129,21 +146,28 @@ def msr_write_forwarded(vp: VpState, msr: int) -> bool:
     return bit is not None and bool(_control(vp) & bit)
 
 
-def deliver(vp: VpState, message: InterceptMessage) -> Intercepted | InterceptDropped:
-    """Post ``message`` to VTL1's SINT0 slot and enter VTL1, or drop it if the slot refuses."""
+def deliver(vp: VpState, message: InterceptMessage) -> Intercepted | InterceptPosted | InterceptDropped:
+    """Post ``message`` to VTL1's SINT0 slot (DOMAIN 7.3) and enter VTL1 unless SINT0 polls.
+
+    The order is OpenHCL's: ``check_sint_ready`` first (a full slot gets MessagePending, once,
+    and the post fails with ObjectInUse), then ``post_message`` refuses a masked or proxy SINT0
+    but never looks at SIMP enablement; ``sint_interrupt`` raises no interrupt for a polling one.
+    """
     vtl1 = vp.vtls[Vtl.VTL1]
+    if vtl1.sint0_message is not None:
+        vtl1.sint0_pending = True
+        return InterceptDropped(
+            message=message, reason="VTL1's SINT0 slot still holds the previous message (MessagePending set)"
+        )
     sint0 = SynicSint.from_bits(vp.read(Vtl.VTL1, Reg.SINT0))
-    if not vp.read(Vtl.VTL1, Reg.SIPP) & 1:
-        reason = "VTL1's SynIC message page (SIMP) is disabled"
-    elif sint0.masked:
-        reason = "VTL1's SINT0 is masked"
-    elif sint0.proxy:
-        reason = "VTL1's SINT0 is a proxy SINT"
-    elif vtl1.sint0_message is not None:
-        reason = "VTL1's SINT0 slot still holds the previous message"
-    else:
-        vtl1.sint0_message = message
-        vp.active_vtl = Vtl.VTL1
-        vtl1.entry_reason = HvVtlEntryReason.INTERRUPT
-        return Intercepted(message=message)
-    return InterceptDropped(message=message, reason=reason)
+    if sint0.masked:
+        return InterceptDropped(message=message, reason="VTL1's SINT0 is masked")
+    if sint0.proxy:
+        return InterceptDropped(message=message, reason="VTL1's SINT0 is a proxy SINT")
+    vtl1.sint0_message = message
+    vtl1.sint0_pending = False
+    if sint0.polling:
+        return InterceptPosted(message=message)
+    vp.active_vtl = Vtl.VTL1
+    vtl1.entry_reason = HvVtlEntryReason.INTERRUPT
+    return Intercepted(message=message)

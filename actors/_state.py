@@ -1,23 +1,29 @@
 """Per-VP state: register files per VTL, the derived TDX state, and the commit that joins them.
 
 A VP owns a shared register file and one ``VtlState`` per lower VTL. Register writes are staged;
-``commit`` applies a VTL's staged writes, recomputes the VMCS fields they touch, counts one
-modelled VMCS write per field whose value changed, and publishes the new ``TdxL2State`` in the
-same step, so nothing can observe registers and execution mode out of step.
+``commit`` applies a VTL's staged writes, recomputes the VMCS fields they touch and publishes
+the new ``TdxL2State`` in the same step, so nothing can observe registers and execution mode
+out of step. TDCALL accounting (DOMAIN 7.1): under the eager policy the rules charge OpenHCL's
+TDG.VP.RD/WR pattern path by path (``count_tdcalls``, the numbers in ``actors._tdcalls``);
+under the batched policy the commit is a write-back of the VMCS image and counts one TDG.VP.WR
+per field whose value changed, and nothing reads.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from protocol import HvRegisterName as Reg, InitialVpContext, InterceptMessage, Vtl
+from protocol import HvRegisterName as Reg, InterceptMessage, Vtl
 from protocol._x86 import APIC_BASE_BSP, APIC_BASE_DEFAULT, CR0_PE
 
+from ._entry import entry_failures, rip64_mode, rip_failure
 from ._registers import PRIVATE_RESET, SHARED_RESET, RegisterFile
 from ._tdx import (
     MODE_REGISTERS,
     NO_REGISTRATION,
     PLAIN_FIELDS,
+    SEGMENT_FIELDS,
+    TABLE_FIELDS,
     CrRegistration,
     TdxL2State,
     VmcsImage,
@@ -28,6 +34,8 @@ from ._tdx import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._config import PartitionConfig
 
 __all__ = ("GuestVsmVpState", "VpState", "VtlState")
@@ -42,6 +50,29 @@ _SS: Final = int(Reg.SS)
 _U64: Final = (1 << 64) - 1
 #: Reset VMCS images, shared by every VP with the same (VTL, CR4 FIXED1): never mutated.
 _RESET_IMAGES: dict[tuple[int, int], dict[int, int]] = {}
+
+# What a commit does for a changed register, as flags (one dict lookup per changed register).
+_PLAIN: Final = 1  # one VMCS field (PLAIN_FIELDS)
+_MULTI: Final = 2  # several VMCS fields (segments, tables)
+_MODE: Final = 4  # CR0/CR4/EFER: re-derive the mode fields
+_RIP_CHANGED: Final = 8  # only VM-entry check 5 is affected
+_CHECKED: Final = 16  # a full VM-entry check is due
+_COMMIT_FLAGS: Final[dict[int, int]] = {
+    **dict.fromkeys(PLAIN_FIELDS, _PLAIN),
+    **dict.fromkeys(SEGMENT_FIELDS, _MULTI),
+    **dict.fromkeys(TABLE_FIELDS, _MULTI),
+    **dict.fromkeys(MODE_REGISTERS, _MODE | _CHECKED),
+    Reg.CR3: _PLAIN | _CHECKED,
+    Reg.PAT: _PLAIN | _CHECKED,
+    Reg.CS: _MULTI | _CHECKED,
+    Reg.TR: _MULTI | _CHECKED,
+    Reg.RFLAGS: _CHECKED,
+    Reg.RIP: _RIP_CHANGED,
+}
+#: ``VtlState.entry_check``: what the next VM entry of the VTL must verify.
+ENTRY_VERIFIED: Final = 0
+ENTRY_RIP: Final = 1
+ENTRY_FULL: Final = 2
 
 
 def _reset_image(vtl: Vtl, vmx_cr4_fixed1: int) -> dict[int, int]:
@@ -78,20 +109,30 @@ class GuestVsmVpState:
 
 
 class VtlState:
-    """One VTL of one VP: private registers, modelled VMCS, VP-assist VTL control, SINT0 slot."""
+    """One VTL of one VP: private registers, modelled VMCS, VP-assist VTL control, SINT0 slot.
+
+    ``sint0_message`` is what the SIMP slot of SINT0 holds (None: header type HvMessageTypeNone,
+    the slot is free) and ``sint0_pending`` its header's MessagePending flag (DOMAIN 7.3).
+    ``entry_check`` says what the next VM entry must verify (``ENTRY_VERIFIED``, ``ENTRY_RIP``,
+    ``ENTRY_FULL``), ``rip64`` whether the last full check found 64-bit mode (IA-32e, CS.L).
+    """
 
     __slots__ = (
         "commits",
+        "entry_check",
         "entry_reason",
         "registration",
         "regs",
         "return_rax",
         "return_rcx",
+        "rip64",
         "sint0_message",
+        "sint0_pending",
         "staged_registration",
         "staged_updates",
         "vina_asserted",
         "vmcs",
+        "vmcs_reads",
         "vmcs_writes",
         "vtl",
     )
@@ -103,14 +144,18 @@ class VtlState:
         self.staged_registration: CrRegistration | None = None
         self.staged_updates = 0
         self.vmcs = VmcsImage(_reset_image(vtl, vmx_cr4_fixed1))
+        self.vmcs_reads = 0
         self.vmcs_writes = 0
         self.commits = 0
+        self.entry_check = ENTRY_FULL
+        self.rip64 = False
         # VP assist page VTL control block (offsets 0x08, 0x10, 0x18).
         self.entry_reason = 0
         self.return_rax = 0
         self.return_rcx = 0
         self.vina_asserted = False
         self.sint0_message: InterceptMessage | None = None
+        self.sint0_pending = False
 
     @property
     def dirty(self) -> bool:
@@ -204,44 +249,48 @@ class VpState:
         state = self.vtls[Vtl.VTL0]
         state.staged_registration = registration
         state.staged_updates += 1
-        if self.config.commit_policy == "eager":
+        if self.eager:
             self.commit(Vtl.VTL0)
 
-    def load_context(self, vtl: int, context: InitialVpContext) -> None:
-        """Load an initial VP context into ``vtl`` as one ``set_registers`` call.
+    def set_registers(self, vtl: int, values: Iterable[tuple[int, int]]) -> None:
+        """Stage several registers of ``vtl`` as one update: one TDX ``set_registers`` call.
 
-        Like OpenHCL's context load, the whole context is one update: the eager policy commits
+        Like OpenHCL's ``set_registers``, the whole set is one update: the eager policy commits
         it once, not once per register.
         """
-        for name, value in (
-            (Reg.RIP, context.rip),
-            (Reg.RSP, context.rsp),
-            (Reg.RFLAGS, context.rflags),
-            (Reg.CS, context.cs),
-            (Reg.DS, context.ds),
-            (Reg.ES, context.es),
-            (Reg.FS, context.fs),
-            (Reg.GS, context.gs),
-            (Reg.SS, context.ss),
-            (Reg.TR, context.tr),
-            (Reg.LDTR, context.ldtr),
-            (Reg.IDTR, context.idtr),
-            (Reg.GDTR, context.gdtr),
-            (Reg.CR3, context.cr3),
-            (Reg.CR4, context.cr4),
-            (Reg.EFER, context.efer),
-            (Reg.CR0, context.cr0),
-            (Reg.PAT, context.msr_cr_pat),
-        ):
+        for name, value in values:
             self._stage_one(vtl, name, value)
         self.vtls[vtl].staged_updates += 1
-        if self.config.commit_policy == "eager":
+        if self.eager:
             self.commit(vtl)
+
+    def hardware_write(self, vtl: int, name: int, value: int) -> None:
+        """The processor itself writes ``name`` of ``vtl`` (an instruction that did not exit).
+
+        Committed at once and never counted as a TDG.VP.WR under either policy: the write-back
+        copy takes the processor's value. Updates staged before it are committed first, with
+        their own accounting.
+        """
+        self.commit(vtl)
+        self._stage_one(vtl, name, value)
+        self.vtls[vtl].staged_updates += 1
+        self.commit(vtl, counted=False)
+
+    def count_tdcalls(self, vtl: int, reads: int, writes: int) -> None:
+        """Charge OpenHCL's TDG.VP.RD/WR of one path to ``vtl`` (the eager policy only)."""
+        if self.eager:
+            state = self.vtls[vtl]
+            state.vmcs_reads += reads
+            state.vmcs_writes += writes
 
     # ---- commit --------------------------------------------------------------------------------
 
-    def commit(self, vtl: int) -> int:
-        """Apply ``vtl``'s staged updates and derive its VMCS; return the VMCS writes counted."""
+    def commit(self, vtl: int, *, counted: bool = True) -> int:
+        """Apply ``vtl``'s staged updates and derive its VMCS; return the TDG.VP.WR counted.
+
+        Under the batched policy (and ``counted``) every VMCS field whose value changes is one
+        TDG.VP.WR of the write-back; the eager policy's TDCALLs were counted by the paths.
+        """
         state = self.vtls[vtl]
         if not state.staged_updates:
             return 0
@@ -251,6 +300,7 @@ class VpState:
         vmcs = state.vmcs
         writes = 0
         mode = False
+        entry = 0
         staged = regs.staged
         if staged:
             # RegisterFile.commit, inlined with the VMCS update: this runs once per action.
@@ -264,19 +314,22 @@ class VpState:
                     del committed[name]
                 else:
                     committed[name] = value
-                if name in MODE_REGISTERS:
-                    mode = True
+                flags = _COMMIT_FLAGS.get(name)
+                if flags is None:
                     continue
-                field = PLAIN_FIELDS.get(name)
-                if field is not None:
+                entry |= flags
+                if flags & _MODE:
+                    mode = True
+                elif flags & _PLAIN:
+                    field = PLAIN_FIELDS[name]
                     if vmcs[field] != value:
                         vmcs[field] = value
                         writes += 1
-                    continue
-                for field, field_value in register_fields(name, value):
-                    if vmcs[field] != field_value:
-                        vmcs[field] = field_value
-                        writes += 1
+                elif flags & _MULTI:
+                    for field, field_value in register_fields(name, value):
+                        if vmcs[field] != field_value:
+                            vmcs[field] = field_value
+                            writes += 1
             regs.staged = {}
         read = regs.read_committed
         if state.staged_registration is not None:
@@ -291,18 +344,50 @@ class VpState:
                 if vmcs[field] != value:
                     vmcs[field] = value
                     writes += 1
-        state.vmcs_writes += writes
+        if entry & _CHECKED:
+            state.entry_check = ENTRY_FULL
+        elif entry & _RIP_CHANGED and not state.entry_check:
+            state.entry_check = ENTRY_RIP
         state.commits += 1
         state.staged_updates = 0
+        if not counted or self.eager:
+            return 0
+        state.vmcs_writes += writes
         return writes
 
     def commit_all(self) -> int:
         """Commit every VTL that has staged updates."""
         return self.commit(Vtl.VTL0) + self.commit(Vtl.VTL1)
 
+    # ---- VM entry ------------------------------------------------------------------------------
+
+    def entry_failures(self, vtl: int) -> list[str]:
+        """The failed VM-entry checks of ``vtl``'s committed state (DOMAIN 7.2); [] to enter.
+
+        Only what changed since the last successful entry is checked again: after a commit that
+        moved only RIP, check 5 alone (the pure function's answer is the same).
+        """
+        state = self.vtls[vtl]
+        read = state.regs.read_committed
+        if state.entry_check == ENTRY_RIP:
+            failure = rip_failure(read(_RIP), state.rip64)
+            problems = [failure] if failure is not None else []
+        else:
+            vmcs = state.vmcs
+            config = self.config
+            problems = entry_failures(read, vmcs, config.vmx_cr4_fixed1, config.physical_address_bits)
+            state.rip64 = rip64_mode(vmcs)
+        if not problems:
+            state.entry_check = ENTRY_VERIFIED
+        return problems
+
     def tdx_state(self, vtl: int) -> TdxL2State:
         """The committed derived state of ``vtl`` (call ``commit`` first to include staging)."""
         state = self.vtls[vtl]
         return TdxL2State.from_image(
-            state.vtl, state.vmcs.full(), vmcs_writes=state.vmcs_writes, commits=state.commits
+            state.vtl,
+            state.vmcs.full(),
+            vmcs_reads=state.vmcs_reads,
+            vmcs_writes=state.vmcs_writes,
+            commits=state.commits,
         )

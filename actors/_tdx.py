@@ -3,8 +3,10 @@
 OpenHCL runs each lower VTL as an L2 VM (VTL0 -> VM 1, VTL1 -> VM 2) and keeps its VMCS in step
 with the registers through masked ``TDG.VP.WR`` calls (DOMAIN 1.4, 3.9). Here the VMCS is a pure
 function of the committed registers and of VTL1's CR-intercept registration: ``vmcs_image``.
-A commit recomputes the fields its changed registers touch and counts one modelled VMCS write
-per field whose value changed.
+It is the batched policy's write-back copy: a commit recomputes the fields its changed registers
+touch and, under that policy, counts one TDG.VP.WR per field whose value changed (DOMAIN 7.1).
+RIP, RSP and RFLAGS are not VMCS fields for OpenHCL (they travel in ``TdxL2EnterGuestState``
+with TDG.VP.ENTER), so they are not in the image.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ if TYPE_CHECKING:
 __all__ = (
     "MODE_REGISTERS",
     "PLAIN_FIELDS",
+    "SEGMENT_FIELDS",
+    "TABLE_FIELDS",
     "CrRegistration",
     "TdxL2State",
     "VmcsImage",
     "VmcsField",
     "derive_lma",
+    "msr_bitmap_field",
+    "msr_write_intercepted",
     "vmcs_image",
 )
 
@@ -57,9 +63,6 @@ class VmcsField:
     GUEST_CR3: Final = 0x6802
     GUEST_CR4: Final = 0x6804
     GUEST_DR7: Final = 0x681A
-    GUEST_RSP: Final = 0x681C
-    GUEST_RIP: Final = 0x681E
-    GUEST_RFLAGS: Final = 0x6820
     GUEST_SYSENTER_ESP: Final = 0x6824
     GUEST_SYSENTER_EIP: Final = 0x6826
     GUEST_SYSENTER_CS: Final = 0x482A
@@ -71,12 +74,13 @@ class VmcsField:
     IDTR_LIMIT: Final = 0x4812
     GDTR_BASE: Final = 0x6816
     IDTR_BASE: Final = 0x6818
-    #: Pseudo-fields for MSR write-intercept bitmap bits (also written with TDG.VP.WR).
-    MSR_BITMAP_WRITE: Final = 0x1_0000_0000
+    #: Pseudo-fields for the 64-bit words of the MSR bitmap (TDVPS class MSR_BITMAPS_1/2, one
+    #: TDG.VP.WR per word written): ``MSR_BITMAP | word index`` (HCL ``set_msr_bit``).
+    MSR_BITMAP: Final = 0x1_0000_0000
 
 
 # Segment register -> (selector, limit, access rights, base) VMCS encodings.
-_SEGMENT_FIELDS: Final[dict[int, tuple[int, int, int, int]]] = {
+SEGMENT_FIELDS: Final[dict[int, tuple[int, int, int, int]]] = {
     Reg.ES: (0x0800, 0x4800, 0x4814, 0x6806),
     Reg.CS: (0x0802, 0x4802, 0x4816, 0x6808),
     Reg.SS: (0x0804, 0x4804, 0x4818, 0x680A),
@@ -86,14 +90,11 @@ _SEGMENT_FIELDS: Final[dict[int, tuple[int, int, int, int]]] = {
     Reg.LDTR: (0x080C, 0x480C, 0x4820, 0x6812),
     Reg.TR: (0x080E, 0x480E, 0x4822, 0x6814),
 }
-_TABLE_FIELDS: Final[dict[int, tuple[int, int]]] = {
+TABLE_FIELDS: Final[dict[int, tuple[int, int]]] = {
     Reg.GDTR: (VmcsField.GDTR_LIMIT, VmcsField.GDTR_BASE),
     Reg.IDTR: (VmcsField.IDTR_LIMIT, VmcsField.IDTR_BASE),
 }
 PLAIN_FIELDS: Final[dict[int, int]] = {
-    Reg.RIP: VmcsField.GUEST_RIP,
-    Reg.RSP: VmcsField.GUEST_RSP,
-    Reg.RFLAGS: VmcsField.GUEST_RFLAGS,
     Reg.CR3: VmcsField.GUEST_CR3,
     Reg.DR7: VmcsField.GUEST_DR7,
     Reg.PAT: VmcsField.GUEST_PAT,
@@ -105,7 +106,7 @@ PLAIN_FIELDS: Final[dict[int, int]] = {
 MODE_REGISTERS: Final = frozenset({Reg.CR0, Reg.CR4, Reg.EFER})
 #: Every register that lands in a VMCS field.
 VMCS_REGISTERS: Final = (
-    frozenset(_SEGMENT_FIELDS) | frozenset(_TABLE_FIELDS) | frozenset(PLAIN_FIELDS) | MODE_REGISTERS
+    frozenset(SEGMENT_FIELDS) | frozenset(TABLE_FIELDS) | frozenset(PLAIN_FIELDS) | MODE_REGISTERS
 )
 
 #: MSRs whose write-intercept bitmap bit follows VTL1's CR-intercept registration.
@@ -136,6 +137,21 @@ class CrRegistration(msgspec.Struct, frozen=True, kw_only=True):
 NO_REGISTRATION: Final = CrRegistration()
 
 
+def msr_bitmap_field(msr: int, *, write: bool = True) -> int:
+    """The MSR-bitmap word holding ``msr``'s intercept bit (HCL ``set_msr_bit``'s word index)."""
+    index = (msr & 0xFFFF) // 64 + (0x80 if msr & 0x8000_0000 else 0) + (0x100 if write else 0)
+    return VmcsField.MSR_BITMAP | index
+
+
+def msr_write_intercepted(vmcs: dict[int, int], msr: int) -> bool:
+    """Whether ``msr``'s write-intercept bit is set in the MSR bitmap of ``vmcs``."""
+    return bool(vmcs[msr_bitmap_field(msr)] >> (msr & 63) & 1)
+
+
+#: MSR-bitmap words of the registered MSRs (all six share one word).
+_REGISTERED_WORDS: Final = tuple(sorted({msr_bitmap_field(msr) for msr in REGISTERED_MSRS}))
+
+
 def derive_lma(efer: int, cr0: int) -> int:
     """EFER with LMA := LME AND CR0.PG (TDX ``update_execution_mode``)."""
     lma = EFER_LMA if (efer & EFER_LME) and (cr0 & CR0_PG) else 0
@@ -150,10 +166,10 @@ def register_fields(name: int, value: int) -> Iterable[tuple[int, int]]:
     """The VMCS (field, value) pairs of one non-mode register."""
     if name in PLAIN_FIELDS:
         return ((PLAIN_FIELDS[name], value),)
-    if name in _SEGMENT_FIELDS:
-        return zip(_SEGMENT_FIELDS[name], _segment_values(value), strict=True)
-    if name in _TABLE_FIELDS:
-        limit_field, base_field = _TABLE_FIELDS[name]
+    if name in SEGMENT_FIELDS:
+        return zip(SEGMENT_FIELDS[name], _segment_values(value), strict=True)
+    if name in TABLE_FIELDS:
+        limit_field, base_field = TABLE_FIELDS[name]
         return ((limit_field, (value >> 48) & 0xFFFF), (base_field, (value >> 64) & U64_MASK))
     return ()
 
@@ -180,14 +196,12 @@ def mode_fields(
     yield VmcsField.GUEST_EFER, efer
     yield VmcsField.ENTRY_CONTROLS, VMX_ENTRY_CONTROL_LONG_MODE_GUEST if efer & EFER_LMA else 0
     yield VmcsField.SECONDARY_PROCESSOR_CONTROLS, secondary
-    for msr in REGISTERED_MSRS:
-        if vtl == Vtl.VTL0 and msr == Msr.S_CET:
-            bit = registration.intercept_s_cet
-        elif vtl == Vtl.VTL0:
-            bit = registration.intercept_pls_ssp
-        else:
-            bit = False
-        yield VmcsField.MSR_BITMAP_WRITE | msr, int(bit)
+    words = dict.fromkeys(_REGISTERED_WORDS, 0)
+    if vtl == Vtl.VTL0:
+        for msr in REGISTERED_MSRS:
+            if registration.intercept_s_cet if msr == Msr.S_CET else registration.intercept_pls_ssp:
+                words[msr_bitmap_field(msr)] |= 1 << (msr & 63)
+    yield from words.items()
 
 
 class VmcsImage(dict[int, int]):
@@ -216,7 +230,7 @@ def vmcs_image(
 ) -> dict[int, int]:
     """The whole modelled VMCS of one VTL, as a pure function of its committed state."""
     image: dict[int, int] = {}
-    for name in PLAIN_FIELDS.keys() | _SEGMENT_FIELDS.keys() | _TABLE_FIELDS.keys():
+    for name in PLAIN_FIELDS.keys() | SEGMENT_FIELDS.keys() | TABLE_FIELDS.keys():
         image.update(register_fields(name, read(name)))
     image.update(mode_fields(vtl, read(Reg.CR0), read(Reg.CR4), read(Reg.EFER), registration, vmx_cr4_fixed1))
     return image
@@ -226,8 +240,10 @@ class TdxL2State(msgspec.Struct, frozen=True, kw_only=True):
     """A committed snapshot of one VTL's derived TDX L2 state (what ``vp.tdx_state`` returns).
 
     ``efer``, ``cr0`` and ``cr4`` are the guest-visible values; ``physical_cr0``/``physical_cr4``
-    are the VMCS guest fields; ``long_mode_guest`` is VM-entry control bit 9. ``vmcs_writes``
-    counts modelled TDG.VP.WR calls and ``commits`` the commits that produced this state.
+    are the VMCS guest fields; ``long_mode_guest`` is VM-entry control bit 9. ``vmcs_reads`` and
+    ``vmcs_writes`` count the modelled TDG.VP.RD and TDG.VP.WR of this VTL (DOMAIN 7.1: OpenHCL's
+    pattern under the eager policy, the write-back commits under batched) and ``commits`` the
+    commits that produced this state.
     """
 
     vtl: Vtl
@@ -244,11 +260,14 @@ class TdxL2State(msgspec.Struct, frozen=True, kw_only=True):
     secondary_controls: int
     long_mode_guest: bool
     msr_write_intercepts: tuple[int, ...]
+    vmcs_reads: int
     vmcs_writes: int
     commits: int
 
     @classmethod
-    def from_image(cls, vtl: Vtl, image: dict[int, int], *, vmcs_writes: int, commits: int) -> TdxL2State:
+    def from_image(
+        cls, vtl: Vtl, image: dict[int, int], *, vmcs_reads: int, vmcs_writes: int, commits: int
+    ) -> TdxL2State:
         """Build the snapshot from a VMCS image and the counters."""
         entry = image[VmcsField.ENTRY_CONTROLS]
         return cls(
@@ -265,9 +284,8 @@ class TdxL2State(msgspec.Struct, frozen=True, kw_only=True):
             entry_controls=entry,
             secondary_controls=image[VmcsField.SECONDARY_PROCESSOR_CONTROLS],
             long_mode_guest=bool(entry & VMX_ENTRY_CONTROL_LONG_MODE_GUEST),
-            msr_write_intercepts=tuple(
-                msr for msr in REGISTERED_MSRS if image[VmcsField.MSR_BITMAP_WRITE | msr]
-            ),
+            msr_write_intercepts=tuple(msr for msr in REGISTERED_MSRS if msr_write_intercepted(image, msr)),
+            vmcs_reads=vmcs_reads,
             vmcs_writes=vmcs_writes,
             commits=commits,
         )

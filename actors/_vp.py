@@ -3,7 +3,10 @@
 The actor is driven by the runtime's scheduler, one message at a time: a guest action, an
 inspection, or a control message from the partition supervisor. Control messages (context
 loads from EnableVpVtl and StartVirtualProcessor) are applied before the VP next runs guest code,
-as OpenHCL processes wake reasons before re-entering the guest.
+as OpenHCL processes wake reasons before re-entering the guest. Before a VTL runs an action
+its VM entry is checked (DOMAIN 7.2). A fatal condition (a context ``set_registers`` refuses,
+a failed VM entry, Appendix B 13) raises ``PartitionFailed``: the scheduler ends the whole
+partition, since OpenHCL aborts on it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from protocol import (
+    ClearMessageSlot,
     EnablePartitionVtl,
     EnableVpVtl,
     GetVpRegisters,
     HvRegisterName as Reg,
     HvVtlEntryReason,
     Hypercall,
+    InitialVpContext,
     InterceptMessage,
     LoadTableRegister,
     MemoryAccess,
@@ -35,12 +40,12 @@ from protocol import (
     Wrmsr,
     Xsetbv,
 )
-from protocol._x86 import CR0_ET
 
-from ._access import validate_context_value
-from ._errors import VpFailed, VpNotRunning
+from ._access import context_load_error, registers_roundtrip
+from ._errors import PartitionFailed, VpNotRunning
 from ._hypercalls import Handler, handle_hypercall
 from ._instructions import (
+    clear_message_slot,
     load_table_register,
     memory_access,
     mov_to_cr,
@@ -52,6 +57,7 @@ from ._instructions import (
 from ._pending import deliver_pending_event
 from ._registers import PRIVATE_RESET, SHARED_RESET
 from ._state import GuestVsmVpState, VpState
+from ._tdcalls import CONTEXT_LOAD
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -68,6 +74,7 @@ _INSTRUCTIONS: dict[type, Callable[[VpState, Any], Outcome]] = {
     Wrmsr: wrmsr,
     MovToCr: mov_to_cr,
     WriteVtlControl: write_vtl_control,
+    ClearMessageSlot: clear_message_slot,
     Xsetbv: xsetbv,
     LoadTableRegister: load_table_register,
 }
@@ -85,8 +92,6 @@ _HYPERCALLS = frozenset(
     }
 )
 
-_CONTEXT_CHECKED = (Reg.EFER, Reg.CR4, Reg.PAT)
-
 
 class VtlControl(msgspec.Struct, frozen=True, kw_only=True):
     """The VTL control block of a VP assist page (offsets 0x08-0x18, DOMAIN 2.4).
@@ -103,7 +108,8 @@ class VtlControl(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class VpStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """Counters of one VP actor."""
+    """Counters of one VP actor; ``vmcs_reads``/``vmcs_writes`` are the modelled TDG.VP.RD/WR of
+    both VTLs (DOMAIN 7.1)."""
 
     vp_index: int
     active_vtl: Vtl
@@ -112,6 +118,7 @@ class VpStatistics(msgspec.Struct, frozen=True, kw_only=True):
     actions: int
     vtl_switches: int
     commits: int
+    vmcs_reads: int
     vmcs_writes: int
     staged_updates: int
 
@@ -161,20 +168,17 @@ class VpActor:
         if st.failure:
             return
         context = control.context
-        values = {Reg.EFER: context.efer, Reg.CR4: context.cr4, Reg.PAT: context.msr_cr_pat}
-        fixed1 = st.config.vmx_cr4_fixed1
-        bad = [Reg(n).name for n in _CONTEXT_CHECKED if not validate_context_value(n, values[n], fixed1)]
-        if bad:
-            # OpenHCL unwraps the set_registers result on the target VP: a fatal VP error.
-            st.failure = (
-                f"vp {st.index}: invalid initial {control.vtl.name} context "
-                f"({', '.join(bad)} rejected by TDX set_registers)"
-            )
-            return
+        error = context_load_error(context.cr4, context.efer, st.config.vmx_cr4_fixed1)
+        if error is not None:
+            # OpenHCL unwraps set_x86_vp_context's result on the target VP (Appendix B 9):
+            # with panic = 'abort' the partition is lost (DOMAIN 7.2).
+            msg = f"vp {st.index} {control.vtl.name}: invalid initial context: TDX set_registers {error}"
+            raise PartitionFailed(msg)
         if control.vtl == Vtl.VTL1 and st.vtl1 is None:
             st.vtl1 = GuestVsmVpState()
-        # TDX set_registers writes CR0 with ET forced on (``write_cr0``), as for SetVpRegisters.
-        st.load_context(control.vtl, msgspec.structs.replace(context, cr0=context.cr0 | CR0_ET))
+        # set_x86_vp_context: registers() + set_registers() (ET forced on CR0), set_pat,
+        # activity/set_activity, charged to the loaded VTL (DOMAIN 7.1).
+        registers_roundtrip(st, control.vtl, _context_values(context), CONTEXT_LOAD)
         if control.start:
             st.running = True
             if control.vtl == Vtl.VTL1 or st.vtl1 is not None:
@@ -182,11 +186,17 @@ class VpActor:
 
     # ---- guest actions --------------------------------------------------------------------------
 
+    def fail(self, reason: str) -> None:
+        """The partition ended (DOMAIN 7.2): from now on every action and inspection raises."""
+        if self.state.failure is None:
+            self.state.failure = reason
+        self._controls.clear()
+
     def check_runnable(self) -> None:
         """Raise unless this VP can run a guest action now."""
         st = self.state
         if st.failure:
-            raise VpFailed(st.failure)
+            raise PartitionFailed(st.failure)
         if not st.running:
             msg = f"vp {st.index} ({st.active_vtl.name}) is not running: start it with StartVirtualProcessor"
             raise VpNotRunning(msg)
@@ -199,8 +209,11 @@ class VpActor:
         if st.failure or not st.running:
             self.check_runnable()
         vtl = st.active_vtl
-        if st.vtls[vtl].staged_updates:
+        state = st.vtls[vtl]
+        if state.staged_updates:
             st.commit(vtl)  # commit point: VTL entry
+        if state.entry_check:
+            self._vm_entry(vtl)
         self.actions += 1
         if not vtl and st.vtl1 is not None and st.vtl1.pending_event is not None:
             # VTL0 is about to run: the event VTL1 injected is delivered instead of the action.
@@ -218,11 +231,23 @@ class VpActor:
         msg = f"vp {st.index} ({vtl.name}): not a guest action: {action!r}"
         raise TypeError(msg)
 
+    def _vm_entry(self, vtl: Vtl) -> None:
+        """TDG.VP.ENTER of ``vtl``: its guest-state checks (DOMAIN 7.2); a failure is fatal."""
+        problems = self.state.entry_failures(vtl)
+        if problems:
+            msg = (
+                f"vp {self.state.index} {vtl.name}: VM entry failed (TDG.VP.ENTER: BAD_GUEST_STATE, "
+                f"handle_vm_enter_failed -> fatal_error): {'; '.join(problems)}"
+            )
+            raise PartitionFailed(msg)
+
     # ---- inspection (simulator-side, never guest-visible) -----------------------------------------
 
     def _prepare_inspection(self, vtl: Vtl) -> None:
         if self._controls:
             self.apply_controls()
+        if self.state.failure:
+            raise PartitionFailed(self.state.failure)
         self.state.commit(vtl)  # commit point: inspection
 
     def registers(self, vtl: Vtl, names: Iterable[int]) -> dict[Reg, int]:
@@ -243,9 +268,13 @@ class VpActor:
         return self.state.tdx_state(vtl)
 
     def sint0_message(self, vtl: Vtl) -> InterceptMessage | None:
-        """The message in ``vtl``'s SynIC SINT0 slot."""
+        """The message in ``vtl``'s SynIC SINT0 slot, with its header's MessagePending flag."""
         self._prepare_inspection(vtl)
-        return self.state.vtls[vtl].sint0_message
+        state = self.state.vtls[vtl]
+        message = state.sint0_message
+        if message is not None and state.sint0_pending:
+            return msgspec.structs.replace(message, message_pending=True)
+        return message
 
     def vtl_control(self, vtl: Vtl) -> VtlControl:
         """``vtl``'s VP assist page VTL control block (what its guest would read there)."""
@@ -269,6 +298,31 @@ class VpActor:
             actions=self.actions,
             vtl_switches=self.vtl_switches,
             commits=sum(v.commits for v in st.vtls),
+            vmcs_reads=sum(v.vmcs_reads for v in st.vtls),
             vmcs_writes=sum(v.vmcs_writes for v in st.vtls),
             staged_updates=sum(v.staged_updates for v in st.vtls),
         )
+
+
+def _context_values(context: InitialVpContext) -> tuple[tuple[int, int], ...]:
+    """The registers an initial context sets (InitialVpContextX64), PAT included."""
+    return (
+        (Reg.RIP, context.rip),
+        (Reg.RSP, context.rsp),
+        (Reg.RFLAGS, context.rflags),
+        (Reg.CS, context.cs),
+        (Reg.DS, context.ds),
+        (Reg.ES, context.es),
+        (Reg.FS, context.fs),
+        (Reg.GS, context.gs),
+        (Reg.SS, context.ss),
+        (Reg.TR, context.tr),
+        (Reg.LDTR, context.ldtr),
+        (Reg.IDTR, context.idtr),
+        (Reg.GDTR, context.gdtr),
+        (Reg.CR3, context.cr3),
+        (Reg.CR4, context.cr4),
+        (Reg.EFER, context.efer),
+        (Reg.CR0, context.cr0),
+        (Reg.PAT, context.msr_cr_pat),
+    )

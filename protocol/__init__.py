@@ -8,6 +8,7 @@ from __future__ import annotations
 from ._actions import (
     AccessKind as AccessKind,
     Action as Action,
+    ClearMessageSlot as ClearMessageSlot,
     EnablePartitionVtl as EnablePartitionVtl,
     EnableVpVtl as EnableVpVtl,
     GetVpRegisters as GetVpRegisters,
@@ -64,6 +65,7 @@ from ._outcomes import (
     InterceptDropped as InterceptDropped,
     Intercepted as Intercepted,
     InterceptMessage as InterceptMessage,
+    InterceptPosted as InterceptPosted,
     Outcome as Outcome,
     VtlSwitched as VtlSwitched,
 )
@@ -202,6 +204,7 @@ __all__ = (
     "X64_EFER_VALID_MASK",
     "AccessKind",
     "Action",
+    "ClearMessageSlot",
     "Completed",
     "CrInterceptControl",
     "EnablePartitionVtl",
@@ -221,6 +224,7 @@ __all__ = (
     "InitialVpContext",
     "InterceptDropped",
     "InterceptMessage",
+    "InterceptPosted",
     "Intercepted",
     "LoadTableRegister",
     "MemoryAccess",

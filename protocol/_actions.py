@@ -17,6 +17,7 @@ from ._hv import HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF
 __all__ = (
     "AccessKind",
     "Action",
+    "ClearMessageSlot",
     "EnablePartitionVtl",
     "EnableVpVtl",
     "GetVpRegisters",
@@ -227,13 +228,35 @@ class WriteVtlControl(Msg, tag=True, frozen=True, kw_only=True):
         check_width("WriteVtlControl", "return_rcx", self.return_rcx, 64)
 
 
+class ClearMessageSlot(Msg, tag=True, frozen=True, kw_only=True):
+    """The guest writes HvMessageTypeNone into the header of its SIMP slot ``sint`` (0-15).
+
+    A plain memory write, not an exit: it frees the slot for the next message (DOMAIN 7.3;
+    EOM does not). Outcome ``Completed()``.
+    """
+
+    sint: U8 = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.sint < 16:
+            msg = f"ClearMessageSlot.sint={self.sint!r}: a SynIC has SINTs 0-15"
+            raise ValueError(msg)
+
+
 class Hypercall(Msg, tag=True, frozen=True, kw_only=True):
-    """A raw hypercall by code, for codes that have no action of their own."""
+    """A raw hypercall by code, for codes that have no action of their own.
+
+    ``rep_count`` and ``rep_start`` are the 12-bit fields of the hypercall input value.
+    """
 
     code: U16
     rep_count: U16 = 0
     rep_start: U16 = 0
     fast: bool = False
+
+    def __post_init__(self) -> None:
+        check_width("Hypercall", "rep_count", self.rep_count, 12)
+        check_width("Hypercall", "rep_start", self.rep_start, 12)
 
 
 # ---- Exiting instructions ----------------------------------------------------------------------
@@ -320,4 +343,5 @@ Action: TypeAlias = (
     | LoadTableRegister
     | MemoryAccess
     | WriteVtlControl
+    | ClearMessageSlot
 )

@@ -13,6 +13,7 @@ __all__ = (
     "HypercallResult",
     "InterceptDropped",
     "InterceptMessage",
+    "InterceptPosted",
     "Intercepted",
     "Outcome",
     "VtlSwitched",
@@ -50,7 +51,8 @@ class InterceptMessage(Msg, tag=True, frozen=True, kw_only=True):
 
     ``rip`` is the faulting instruction (not advanced). Per type, ``register_name`` and
     ``value`` (register intercept), ``msr``, ``rax`` and ``rdx`` (MSR intercept) or ``gpa``
-    (GPA intercept) are set; the others are None.
+    (GPA intercept) are set; the others are None. ``message_pending`` is the header's
+    MessagePending flag: set in the slot when a later message found it full (DOMAIN 7.3).
     """
 
     message_type: U32
@@ -66,6 +68,7 @@ class InterceptMessage(Msg, tag=True, frozen=True, kw_only=True):
     rax: U64 | None = None
     rdx: U64 | None = None
     gpa: U64 | None = None
+    message_pending: bool = False
 
     def __post_init__(self) -> None:
         for name in ("rip", "rflags", "rax", "rdx", "gpa"):
@@ -78,6 +81,14 @@ class InterceptMessage(Msg, tag=True, frozen=True, kw_only=True):
 
 class Intercepted(Msg, tag=True, frozen=True, kw_only=True):
     """A VTL0 action hit a secure intercept: not applied; VTL1 is active with the message."""
+
+    message: InterceptMessage
+
+
+class InterceptPosted(Msg, tag=True, frozen=True, kw_only=True):
+    """A VTL0 action hit a secure intercept and the message is in VTL1's SINT0 slot, but SINT0
+    polls (DOMAIN 7.3): no interrupt, so VTL1 is not entered; VTL0 stays active and the action
+    did not complete (it exits again when re-executed)."""
 
     message: InterceptMessage
 
@@ -104,5 +115,11 @@ class Completed(Msg, tag=True, frozen=True, kw_only=True):
 
 
 Outcome: TypeAlias = (
-    HypercallResult | ExceptionInjected | VtlSwitched | Intercepted | InterceptDropped | Completed
+    HypercallResult
+    | ExceptionInjected
+    | VtlSwitched
+    | Intercepted
+    | InterceptPosted
+    | InterceptDropped
+    | Completed
 )

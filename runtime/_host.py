@@ -41,6 +41,7 @@ class PartitionStatistics(msgspec.Struct, frozen=True, kw_only=True):
     supervisor: SupervisorStatistics
     vps: list[VpStatistics]
     mailbox_high_water: int
+    failure: str | None = None
 
 
 class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,7 +82,7 @@ class Vp:
 
         Raises:
             VpNotRunning: the VP has not been started.
-            VpFailed: the VP hit a fatal error (an invalid initial context).
+            PartitionFailed: a fatal condition ended the partition (DOMAIN 7.2).
             Busy: the VP's mailbox is full.
             anyio.ClosedResourceError: the partition or runtime is stopped.
         """
@@ -122,14 +123,19 @@ class Vp:
         """Counters of this VP (no commit, no wait)."""
         return self._cell.actor.statistics()
 
-    def counters(self) -> tuple[int, int, int]:
-        """``(vtl_switches, commits, vmcs_writes)`` as in ``statistics()``, without building it.
+    def counters(self) -> tuple[int, int, int, int]:
+        """``(vtl_switches, commits, vmcs_reads, vmcs_writes)`` as in ``statistics()``, cheaply.
 
         For measuring drivers that read them around every action (no commit, no wait).
         """
         actor = self._cell.actor
         vtl0, vtl1 = actor.state.vtls
-        return actor.vtl_switches, vtl0.commits + vtl1.commits, vtl0.vmcs_writes + vtl1.vmcs_writes
+        return (
+            actor.vtl_switches,
+            vtl0.commits + vtl1.commits,
+            vtl0.vmcs_reads + vtl1.vmcs_reads,
+            vtl0.vmcs_writes + vtl1.vmcs_writes,
+        )
 
 
 def _check_vtl(vtl: object, vp: Vp) -> Vtl:
@@ -149,7 +155,8 @@ class Partition:
         self._cells = cells
 
     def __repr__(self) -> str:
-        state = "STOPPED" if self._cells.stopped else "RUNNING"
+        cells = self._cells
+        state = "FAILED" if cells.failure else "STOPPED" if cells.stopped else "RUNNING"
         return f"<Partition id={self.partition_id} vps={self.vp_count} {state}>"
 
     @property
@@ -161,6 +168,11 @@ class Partition:
     def vp_count(self) -> int:
         """Number of VPs."""
         return self._cells.config.vp_count
+
+    @property
+    def failure(self) -> str | None:
+        """Why a fatal condition ended this partition (DOMAIN 7.2), or None while it runs."""
+        return self._cells.failure
 
     @property
     def config(self) -> PartitionConfig:
@@ -181,6 +193,7 @@ class Partition:
             supervisor=cells.supervisor.statistics(),
             vps=[cell.actor.statistics() for cell in cells.cells],
             mailbox_high_water=max(cell.mailbox.high_water for cell in cells.cells),
+            failure=cells.failure,
         )
 
     async def stop(self) -> None:

@@ -11,6 +11,10 @@ Commit points (the rules are in ``actors``; this module only decides *when*):
 * inspection: ``vp.registers`` / ``vp.tdx_state`` / ``vp.sint0_message`` commit first;
 * a batch window closes: ``batch_max_updates`` staged updates of one (VP, VTL), or
   ``batch_window`` seconds after the first staged update (the flusher task below).
+
+A step that raises ``PartitionFailed`` ends its whole partition (``fail_partition``, DOMAIN
+7.2): every VP of it, callers already waiting included, gets ``PartitionFailed``; other
+partitions are untouched.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import msgspec
 
 from actors import (
     PartitionConfig,
+    PartitionFailed,
     PartitionSupervisor,
     SupervisorRequest,
     VpActor,
@@ -83,7 +88,16 @@ class VpCell:
 class PartitionCells:
     """The runtime side of one partition: the supervisor, its mailbox and the VP cells."""
 
-    __slots__ = ("cells", "config", "partition_id", "requests", "scheduled", "stopped", "supervisor")
+    __slots__ = (
+        "cells",
+        "config",
+        "failure",
+        "partition_id",
+        "requests",
+        "scheduled",
+        "stopped",
+        "supervisor",
+    )
 
     def __init__(self, partition_id: int, config: PartitionConfig, scheduler: BatchingScheduler) -> None:
         self.partition_id = partition_id
@@ -93,6 +107,8 @@ class PartitionCells:
         self.requests: list[tuple[SupervisorRequest, VpCell]] = []
         self.scheduled = False
         self.stopped = False
+        #: Why the partition ended (DOMAIN 7.2), or None while it runs.
+        self.failure: str | None = None
         view = self.supervisor.view
         capacity = scheduler.mailbox_capacity
         self.cells = [
@@ -200,6 +216,8 @@ class BatchingScheduler:
             kind, payload, slot = cell.mailbox.get()
             try:
                 result = actor.execute(payload) if kind == _ACTION else payload(actor)
+            except PartitionFailed as exc:
+                self._fatal(cell.partition, exc, slot)
             except Exception as exc:  # delivered to the caller: the actor carries on
                 self.errors += 1
                 reply_error(slot, exc)
@@ -209,9 +227,13 @@ class BatchingScheduler:
                 elif not self.check_invariants or self._invariants_hold(cell, slot):
                     reply(slot, result)
         elif actor.has_controls:
-            actor.apply_controls()  # woken by the supervisor
-            if self.check_invariants:
-                check_vp_invariants(actor.state)  # nobody waits on this step: stop the runtime
+            try:
+                actor.apply_controls()  # woken by the supervisor
+            except PartitionFailed as exc:
+                self._fatal(cell.partition, exc, None)
+            else:
+                if self.check_invariants:
+                    check_vp_invariants(actor.state)  # nobody waits on this step: stop the runtime
         self._after_step(cell)
 
     def _invariants_hold(self, cell: VpCell, slot: ReplySlot) -> bool:
@@ -226,6 +248,8 @@ class BatchingScheduler:
         return True
 
     def _after_step(self, cell: VpCell) -> None:
+        if cell.partition.failure is not None:
+            return
         if cell not in self._dirty:
             vtls = cell.actor.state.vtls
             if vtls[0].staged_updates or vtls[1].staged_updates:
@@ -243,6 +267,9 @@ class BatchingScheduler:
         except StopIteration as stop:
             if self._invariants_hold(cell, slot):
                 reply(slot, stop.value)
+            return
+        except PartitionFailed as exc:
+            self._fatal(cell.partition, exc, slot)
             return
         except Exception as exc:
             self.errors += 1
@@ -266,13 +293,17 @@ class BatchingScheduler:
         except Exception as exc:
             self.errors += 1
             cell.resume = (False, exc)
+            self.schedule(cell)
         else:
+            # The caller's hypercall completes before a target acts on its control message, as
+            # in OpenHCL, where the target VP processes its wake reason later: a context load
+            # that proves fatal ends the partition after the caller saw its status.
+            cell.resume = (True, status)
+            self.schedule(cell)
             for target, control in effects:
                 target_cell = partition.cells[target]
                 target_cell.actor.deliver(control)
                 self.schedule(target_cell)
-            cell.resume = (True, status)
-        self.schedule(cell)
         if partition.requests:
             self._schedule_partition(partition)
 
@@ -293,12 +324,45 @@ class BatchingScheduler:
                     await anyio.sleep(deadline - now)
                     continue
                 heapq.heappop(deadlines)
-                if self._dirty.pop(cell, None) is None or cell.partition.stopped:
+                if self._dirty.pop(cell, None) is None or cell.partition.stopped or cell.partition.failure:
                     continue
                 cell.actor.state.commit_all()
                 self.window_commits += 1
                 if self.check_invariants:
                     check_vp_invariants(cell.actor.state)
+
+    # ---- fatal errors ------------------------------------------------------------------------------
+
+    def _fatal(self, partition: PartitionCells, exc: PartitionFailed, slot: ReplySlot | None) -> None:
+        """A step raised ``PartitionFailed``: end its partition (once) and answer its caller."""
+        if partition.failure is None:
+            self.fail_partition(partition, f"partition {partition.partition_id} {exc}")
+        if slot is not None:
+            reply_error(slot, PartitionFailed(partition.failure))
+
+    def fail_partition(self, partition: PartitionCells, reason: str) -> None:
+        """End ``partition``: OpenHCL aborts on a fatal error, so every VP of it is lost (7.2).
+
+        Every VP raises ``PartitionFailed(reason)`` from then on, from ``execute`` and from
+        inspections; callers already waiting (queued messages, hypercalls parked on the
+        supervisor) get it now. ``reason`` is kept as ``Partition.failure``; a second call
+        keeps the first reason. Other partitions are untouched.
+        """
+        if partition.failure is not None:
+            return
+        partition.failure = reason
+        for cell in partition.cells:
+            cell.actor.fail(reason)
+            for _, _, slot in cell.mailbox.drain():
+                reply_error(slot, PartitionFailed(reason))
+            if cell.pending is not None:
+                generator, slot = cell.pending
+                cell.pending = None
+                cell.resume = None
+                generator.close()
+                reply_error(slot, PartitionFailed(reason))
+            self._dirty.pop(cell, None)
+        partition.requests.clear()
 
     # ---- shutdown ----------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from protocol import (
     InitialVpContext,
     InterceptDropped,
     Intercepted,
+    InterceptPosted,
     Vtl,
     VtlSwitched,
 )
@@ -99,7 +100,7 @@ def describe(outcome: Outcome) -> str:
         return text
     if isinstance(outcome, VtlSwitched):
         return f"now in {Vtl(outcome.to_vtl).name} (entry reason {outcome.entry_reason})"
-    if isinstance(outcome, Intercepted | InterceptDropped):
+    if isinstance(outcome, Intercepted | InterceptPosted | InterceptDropped):
         m = outcome.message
         detail = (
             f"register {m.register_name:#x} value {m.value or 0:#x}"
@@ -108,7 +109,12 @@ def describe(outcome: Outcome) -> str:
             if m.msr is not None
             else f"gpa {m.gpa or 0:#x}"
         )
-        head = "INTERCEPTED" if isinstance(outcome, Intercepted) else f"DROPPED ({outcome.reason})"
+        if isinstance(outcome, Intercepted):
+            head = "INTERCEPTED"
+        elif isinstance(outcome, InterceptPosted):
+            head = "POSTED (SINT0 polls: VTL1 not entered)"
+        else:
+            head = f"DROPPED ({outcome.reason})"
         return f"{head}: message {m.message_type:#x} {detail} rip {m.rip:#x} length {m.instruction_length}"
     if isinstance(outcome, ExceptionInjected):
         code = "" if outcome.error_code is None else f"({outcome.error_code:#x})"

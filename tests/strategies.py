@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from protocol import (
     AccessKind,
+    ClearMessageSlot,
     Completed,
     EnablePartitionVtl,
     EnableVpVtl,
@@ -31,6 +32,7 @@ from protocol import (
     InterceptDropped,
     Intercepted,
     InterceptMessage,
+    InterceptPosted,
     LoadTableRegister,
     MemoryAccess,
     ModifyVtlProtectionMask,
@@ -236,8 +238,8 @@ ACTION_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Hypercall: st.builds(
         Hypercall,
         code=st.one_of(st.sampled_from(HypercallCode), u16()),
-        rep_count=u16(),
-        rep_start=u16(),
+        rep_count=uint(12),  # the 12-bit fields of the hypercall input value (DOMAIN 7.4)
+        rep_start=uint(12),
         fast=st.booleans(),
     ),
     MovToCr: st.builds(MovToCr, cr=st.sampled_from((0, 4)), value=u64()),
@@ -250,6 +252,7 @@ ACTION_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
     MemoryAccess: st.builds(MemoryAccess, gpa=u64(), kind=st.sampled_from(AccessKind)),
     WriteVtlControl: st.builds(WriteVtlControl, return_rax=u64(), return_rcx=u64()),
+    ClearMessageSlot: st.builds(ClearMessageSlot, sint=st.integers(0, 15)),
 }
 
 
@@ -285,6 +288,7 @@ def intercept_messages() -> st.SearchStrategy[InterceptMessage]:
         rax=optional_u64,
         rdx=optional_u64,
         gpa=optional_u64,
+        message_pending=st.booleans(),
     )
 
 
@@ -298,6 +302,7 @@ OUTCOME_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ExceptionInjected: st.builds(ExceptionInjected, vector=u8(), error_code=st.none() | u32()),
     VtlSwitched: st.builds(VtlSwitched, to_vtl=st.sampled_from(Vtl), entry_reason=u32()),
     Intercepted: st.builds(Intercepted, message=intercept_messages()),
+    InterceptPosted: st.builds(InterceptPosted, message=intercept_messages()),
     InterceptDropped: st.builds(InterceptDropped, message=intercept_messages(), reason=st.text(max_size=32)),
     Completed: st.builds(Completed, value=st.none() | u64()),
 }

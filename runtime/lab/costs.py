@@ -19,15 +19,15 @@ outcome, and the deltas of its VP's counters across the action):
   hypercall_user_mode`` (OpenHCL dispatches the VSM hypercalls in VTL2 user mode, COSTS N1);
 * any other exiting instruction (RDMSR, WRMSR, MOV to CR, XSETBV, LGDT ...), including one
   whose intercept message was dropped: ``l2_exit_to_l1_and_reenter + l1_user_mode_roundtrip``;
-* a plain memory access or a write to the guest's own VP assist page: no exit, 0 cycles;
-* plus ``commit_overhead`` for every modelled VMCS write (TDG.VP.WR) of the commits
-  that happened on the VP during the action, and ``commit_fixed`` per commit.
+* a plain memory access, a write to the guest's own VP assist page or SIMP slot: no exit, 0;
+* plus ``tdcall_vp_rd`` for every modelled TDG.VP.RD and ``tdcall_vp_wr`` for every TDG.VP.WR
+  the VP issued during the action (DOMAIN 7.1: OpenHCL's pattern path by path under the eager
+  policy, the write-back commit under batched), and ``commit_fixed`` per commit.
 
-A commit is charged to the action during which the scheduler performed it: under the batched
-policy that is usually the first action after a VTL entry, under the eager policy the action
-that staged the write. Not modelled: the +300-cycle surcharge after a VM-execution-control
-write (the counters do not say which field was written), TDG.VP.RD on register reads, and
-the time VTL1 or VTL0 software spends between exits.
+A batched commit is charged to the action during which the scheduler performed it: usually the
+first action after a VTL entry. Not modelled: the +300-cycle surcharge after a
+VM-execution-control write (the counters do not say which field was written), and the time
+VTL1 or VTL0 software spends between exits.
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ class CostModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         """``cycles`` in whole nanoseconds at ``ghz`` (rounded, so integer arithmetic stays exact)."""
         return round(cycles / self.ghz)
 
-    def charge(self, kind: ActionKind, outcome: str, switches: int, commits: int, vmcs_writes: int) -> int:
+    def charge(
+        self, kind: ActionKind, outcome: str, switches: int, commits: int, vmcs_reads: int, vmcs_writes: int
+    ) -> int:
         """Cycles of one action: what it did, from its kind, outcome and counter deltas."""
         if outcome == "Intercepted":
             cycles = self.secure_intercept_delivery
@@ -93,7 +95,11 @@ class CostModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             cycles = self.l2_exit_to_l1_and_reenter + self.l1_user_mode_roundtrip
         else:
             cycles = 0
-        return cycles + vmcs_writes * self.commit_overhead + commits * self.commit_fixed
+        return cycles + self.tdcalls(vmcs_reads, vmcs_writes) + commits * self.commit_fixed
+
+    def tdcalls(self, vmcs_reads: int, vmcs_writes: int) -> int:
+        """Cycles of ``vmcs_reads`` TDG.VP.RD and ``vmcs_writes`` TDG.VP.WR."""
+        return vmcs_reads * self.tdcall_vp_rd + vmcs_writes * self.tdcall_vp_wr
 
 
 class CostParameter(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,8 +123,8 @@ PARAMETERS: Final[dict[str, tuple[Status, bool, str]]] = {
         True,
         "2 x vm_exit_entry + 1,600 TDX-module cycles (N3, E6)",
     ),
-    "tdcall_vp_rd": ("illustrative", False, "one TDCALL = one exit/entry pair into SEAM (N3)"),
-    "tdcall_vp_wr": ("illustrative", False, "one TDCALL = one exit/entry pair into SEAM (N3)"),
+    "tdcall_vp_rd": ("illustrative", True, "one TDCALL = one exit/entry pair into SEAM (N3); per TDG.VP.RD"),
+    "tdcall_vp_wr": ("illustrative", True, "one TDCALL = one exit/entry pair into SEAM (N3); per TDG.VP.WR"),
     "control_field_surcharge": ("proxy", False, "VMX consistency checks after a control write (E9)"),
     "hypercall_dispatch": ("illustrative", True, "no source isolates dispatch work (E1 bounds it)"),
     "hypercall_user_mode": ("proxy", True, "VTL2 user-mode dispatch: KVM user-mode exit extra cost E4'"),
@@ -126,8 +132,8 @@ PARAMETERS: Final[dict[str, tuple[Status, bool, str]]] = {
     "secure_intercept_delivery": ("illustrative", True, "vtl_switch + 500 to build the SynIC message"),
     "commit_overhead": (
         "illustrative",
-        True,
-        "per dirty VMCS field, = tdcall_vp_wr (models batched TDG.VP.WR)",
+        False,
+        "per dirty VMCS field, = tdcall_vp_wr: not charged, every TDG.VP.WR is (DOMAIN 7.1)",
     ),
     "commit_fixed": ("illustrative", True, "COSTS.md: 0 (a per-transaction constant has no source)"),
     "l1_user_mode_roundtrip": ("proxy", True, "mshv_vtl kernel -> OpenVMM user -> kernel, E4'"),
@@ -161,7 +167,7 @@ _HYPERCALLS: Final = frozenset(
         "Hypercall",
     }
 )
-_NO_EXIT: Final = frozenset({"WriteVtlControl", "MemoryAccess"})
+_NO_EXIT: Final = frozenset({"WriteVtlControl", "MemoryAccess", "ClearMessageSlot"})
 
 
 def action_kind(name: str) -> ActionKind:

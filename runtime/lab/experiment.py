@@ -20,6 +20,9 @@ Clocks. Real: latencies are wall-clock nanoseconds. Virtual: each driver has a
 (``runtime.costs``), and nothing else moves it, so the same seed and options give the same
 numbers on any machine and on either backend. With the virtual clock the runtime's batch
 window does not close on wall time either (``open_runtime(clock="virtual")``).
+
+A partition that a fatal condition ends (``PartitionFailed``, DOMAIN 7.2) leaves the run: its
+guests are dropped, the phase records the partition and the reason, and the rest carry on.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 
+from actors import PartitionFailed
 from protocol import Vtl
 
 from .._clock import Clock, RealClock, VirtualClock
@@ -45,6 +49,7 @@ from .records import (
     Progress,
     RunData,
     collect_counters,
+    partition_failures,
 )
 from .trace import VpTrace
 from .workloads import OPERATIONS, Driver, Guest, Unexpected, boot_partition, recover
@@ -216,8 +221,9 @@ async def run_experiment(
                         guest.driver = driver
                     try:
                         await boot_partition(partition, random.Random(options.seed))
-                    except Unexpected as exc:
-                        phase.recorder.note_unexpected("boot", str(exc))
+                    except (Unexpected, PartitionFailed) as exc:
+                        if type(exc) is Unexpected:
+                            phase.recorder.note_unexpected("boot", str(exc))
                         phase.failed += 1
                         for guest in partition:
                             guest.failed = True
@@ -230,17 +236,25 @@ async def run_experiment(
             )
             after = collect_counters(rt)
             duration = _end(boot, origin) if virtual else wall
+            failures = partition_failures(rt)
             data.phases.append(
-                PhaseData("boot", boot.recorder, duration, wall, after.minus(before), boot.failed)
+                PhaseData("boot", boot.recorder, duration, wall, after.minus(before), boot.failed, failures)
             )
             if options.mix.weights:
                 origin = origin + duration if virtual else time.perf_counter_ns()
                 ops = await _operations(options, costs, progress, flat, origin)
                 final = collect_counters(rt)
                 duration = _end(ops[0], origin) if virtual else ops[1]
+                new = {pid: why for pid, why in partition_failures(rt).items() if pid not in failures}
                 data.phases.append(
                     PhaseData(
-                        "operations", ops[0].recorder, duration, ops[1], final.minus(after), ops[0].failed
+                        "operations",
+                        ops[0].recorder,
+                        duration,
+                        ops[1],
+                        final.minus(after),
+                        ops[0].failed,
+                        new,
                     )
                 )
             scheduler = rt.statistics().scheduler
@@ -280,9 +294,17 @@ async def _operations(
                 await episodes[choice](guest, rng)
             except Unexpected as exc:
                 phase.recorder.note_unexpected(names[choice], str(exc))
-                if not await recover(guest) or guest.vp.active_vtl != Vtl.VTL0:
+                try:
+                    recovered = await recover(guest) and guest.vp.active_vtl == Vtl.VTL0
+                except PartitionFailed:
+                    recovered = False
+                if not recovered:
                     phase.failed += 1
                     mine.remove(guest)
+            except PartitionFailed:
+                # The partition is lost (DOMAIN 7.2); its reason is in the report.
+                phase.failed += 1
+                mine.remove(guest)
             return names[choice]
 
         await _lane(phase, driver, quota, step, True)

@@ -109,19 +109,21 @@ def plot_report(report: Report, path: str | Path) -> None:
     if compare:
         ax = axes[2]
         batched, eager = (r.phases[-1] for r in report.runs)
-        labels = ["operations/s", "commits", "VMCS writes", "modelled cycles"]
+        labels = ["operations/s", "commits", "TDG.VP.RD", "TDG.VP.WR", "modelled\ncycles"]
         values = [
             (batched.operations_per_second, eager.operations_per_second),
             (batched.counters.commits, eager.counters.commits),
+            (batched.counters.vmcs_reads, eager.counters.vmcs_reads),
             (batched.counters.vmcs_writes, eager.counters.vmcs_writes),
             (batched.modelled.total_cycles, eager.modelled.total_cycles),
         ]
         ratios = [b / e if e else 0.0 for b, e in values]
-        bars = ax.bar(labels, ratios, color=["tab:green", "tab:blue", "tab:blue", "tab:purple"])
+        colors = ["tab:green", "tab:blue", "tab:orange", "tab:red", "tab:purple"]
+        bars = ax.bar(labels, ratios, color=colors)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="eager = 1")
         for bar, ratio, (b, e) in zip(bars, ratios, values, strict=True):
             ax.annotate(
-                f"{ratio:.2f}x\n{_short(b)} vs {_short(e)}",
+                f"{ratio:.3g}x\n{_short(b)} vs {_short(e)}",
                 (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                 ha="center",
                 va="bottom",

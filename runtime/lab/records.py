@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BackendName",
+    "partition_failures",
     "ClockName",
     "Counters",
     "ExperimentOptions",
@@ -58,6 +59,7 @@ class Counters(msgspec.Struct, frozen=True, kw_only=True):
     actions: int = 0
     vtl_switches: int = 0
     commits: int = 0
+    vmcs_reads: int = 0
     vmcs_writes: int = 0
     staged_updates: int = 0
     supervisor_requests: int = 0
@@ -72,6 +74,7 @@ class Counters(msgspec.Struct, frozen=True, kw_only=True):
             actions=self.actions - before.actions,
             vtl_switches=self.vtl_switches - before.vtl_switches,
             commits=self.commits - before.commits,
+            vmcs_reads=self.vmcs_reads - before.vmcs_reads,
             vmcs_writes=self.vmcs_writes - before.vmcs_writes,
             supervisor_requests=self.supervisor_requests - before.supervisor_requests,
         )
@@ -79,9 +82,10 @@ class Counters(msgspec.Struct, frozen=True, kw_only=True):
 
 @final
 class PhaseData:
-    """What one phase measured."""
+    """What one phase measured; ``partition_failures`` maps the partitions a fatal condition
+    ended during the phase (DOMAIN 7.2) to their reasons."""
 
-    __slots__ = ("counters", "duration_ns", "failed", "name", "recorder", "wall_ns")
+    __slots__ = ("counters", "duration_ns", "failed", "name", "partition_failures", "recorder", "wall_ns")
 
     def __init__(
         self,
@@ -91,6 +95,7 @@ class PhaseData:
         wall_ns: int,
         counters: Counters,
         failed: int,
+        partition_failures: dict[int, str] | None = None,
     ) -> None:
         self.name = name
         self.recorder = recorder
@@ -98,6 +103,7 @@ class PhaseData:
         self.wall_ns = wall_ns
         self.counters = counters
         self.failed = failed
+        self.partition_failures = partition_failures or {}
 
 
 @final
@@ -130,7 +136,7 @@ class Progress:
 
 def collect_counters(rt: Runtime) -> Counters:
     """The counters of every partition of ``rt``, summed (gauges: max and mean)."""
-    actions = switches = commits = writes = staged = requests = failed = 0
+    actions = switches = commits = reads = writes = staged = requests = failed = 0
     high_max = 0
     high_sum = 0
     partitions = rt.partitions
@@ -143,6 +149,7 @@ def collect_counters(rt: Runtime) -> Counters:
             actions += vp.actions
             switches += vp.vtl_switches
             commits += vp.commits
+            reads += vp.vmcs_reads
             writes += vp.vmcs_writes
             staged += vp.staged_updates
             failed += vp.failed
@@ -150,6 +157,7 @@ def collect_counters(rt: Runtime) -> Counters:
         actions=actions,
         vtl_switches=switches,
         commits=commits,
+        vmcs_reads=reads,
         vmcs_writes=writes,
         staged_updates=staged,
         supervisor_requests=requests,
@@ -157,3 +165,8 @@ def collect_counters(rt: Runtime) -> Counters:
         mailbox_high_water_max=high_max,
         mailbox_high_water_mean=round(high_sum / len(partitions), 3) if partitions else 0.0,
     )
+
+
+def partition_failures(rt: Runtime) -> dict[int, str]:
+    """Partition id -> reason, for every partition of ``rt`` a fatal condition ended (7.2)."""
+    return {p.partition_id: p.failure for p in rt.partitions if p.failure is not None}

@@ -29,6 +29,7 @@ __all__ = (
     "ActionReport",
     "Comparison",
     "CostReport",
+    "FailedPartition",
     "ModelledCost",
     "PhaseReport",
     "Report",
@@ -74,15 +75,26 @@ class TimelineReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ModelledCost(msgspec.Struct, frozen=True, kw_only=True):
-    """What the phase's actions cost under the cost model, by component (cycles)."""
+    """What the phase's actions cost under the cost model, by component (cycles).
+
+    ``vmcs_reads``/``vmcs_writes`` are the modelled TDG.VP.RD/WR at ``tdcall_vp_rd``/``_wr``.
+    """
 
     exits_and_hypercalls: int
     vtl_switches: int
     secure_intercepts: int
+    vmcs_reads: int
     vmcs_writes: int
     commits: int
     total_cycles: int
     total_ns: int
+
+
+class FailedPartition(msgspec.Struct, frozen=True, kw_only=True):
+    """A partition a fatal condition ended during the phase (DOMAIN 7.2), and why."""
+
+    partition: int
+    reason: str
 
 
 class PhaseReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +107,7 @@ class PhaseReport(msgspec.Struct, frozen=True, kw_only=True):
     operations_per_second: float
     actions_per_second: float
     failed: int
+    failed_partitions: list[FailedPartition]
     intercepts: int
     counters: Counters
     modelled: ModelledCost
@@ -112,13 +125,18 @@ class RunReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Comparison(msgspec.Struct, frozen=True, kw_only=True):
-    """Batched vs eager on the same seeded experiment: ratios batched / eager (last phase)."""
+    """Batched vs eager on the same seeded experiment: ratios batched / eager (last phase).
+
+    ``tdcalls`` is the ratio of modelled TDG.VP.RD + TDG.VP.WR (DOMAIN 7.1).
+    """
 
     phase: str
     operations_per_second: float
     actions_per_second: float
     commits: float
+    vmcs_reads: float
     vmcs_writes: float
+    tdcalls: float
     modelled_cycles: float
     p99_by_action: dict[str, float]
 
@@ -184,14 +202,16 @@ def _modelled(phase: PhaseData, costs: CostModel) -> ModelledCost:
         elif outcome == "VtlSwitched":
             switches += count * costs.vtl_switch
         else:
-            base += count * costs.charge(action_kind(action), outcome, 0, 0, 0)
-    writes = phase.counters.vmcs_writes * costs.commit_overhead
+            base += count * costs.charge(action_kind(action), outcome, 0, 0, 0, 0)
+    reads = costs.tdcalls(phase.counters.vmcs_reads, 0)
+    writes = costs.tdcalls(0, phase.counters.vmcs_writes)
     commits = phase.counters.commits * costs.commit_fixed
-    total = base + switches + intercepts + writes + commits
+    total = base + switches + intercepts + reads + writes + commits
     return ModelledCost(
         exits_and_hypercalls=base,
         vtl_switches=switches,
         secure_intercepts=intercepts,
+        vmcs_reads=reads,
         vmcs_writes=writes,
         commits=commits,
         total_cycles=total,
@@ -238,6 +258,10 @@ def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
         operations_per_second=_rate(operations, ns),
         actions_per_second=_rate(recorder.actions, ns),
         failed=phase.failed,
+        failed_partitions=[
+            FailedPartition(partition=pid, reason=reason)
+            for pid, reason in sorted(phase.partition_failures.items())
+        ],
         intercepts=intercepts,
         counters=phase.counters,
         modelled=_modelled(phase, costs),
@@ -259,7 +283,11 @@ def _compare(batched: RunReport, eager: RunReport) -> Comparison:
         operations_per_second=_ratio(b.operations_per_second, e.operations_per_second),
         actions_per_second=_ratio(b.actions_per_second, e.actions_per_second),
         commits=_ratio(b.counters.commits, e.counters.commits),
+        vmcs_reads=_ratio(b.counters.vmcs_reads, e.counters.vmcs_reads),
         vmcs_writes=_ratio(b.counters.vmcs_writes, e.counters.vmcs_writes),
+        tdcalls=_ratio(
+            b.counters.vmcs_reads + b.counters.vmcs_writes, e.counters.vmcs_reads + e.counters.vmcs_writes
+        ),
         modelled_cycles=_ratio(b.modelled.total_cycles, e.modelled.total_cycles),
         p99_by_action={
             a.action: _ratio(a.latency.p99, eager_p99[a.action])

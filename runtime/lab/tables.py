@@ -52,10 +52,13 @@ def _phase(lines: list[str], phase: PhaseReport, unit: str) -> None:
     c = phase.counters
     lines.append(
         f"  VTL switches {_n(c.vtl_switches)}, secure intercepts {_n(phase.intercepts)}, "
-        f"commits {_n(c.commits)}, modelled VMCS writes {_n(c.vmcs_writes)}, "
+        f"commits {_n(c.commits)}, modelled TDG.VP.RD {_n(c.vmcs_reads)}, TDG.VP.WR {_n(c.vmcs_writes)}, "
         f"mailbox high water {c.mailbox_high_water_max}"
         + (f", failed {phase.failed}" if phase.failed else "")
     )
+    if phase.failed_partitions:
+        lines.append(f"  partitions ended by a fatal error (DOMAIN 7.2): {len(phase.failed_partitions)}")
+        lines.extend(f"      {f.reason[:200]}" for f in phase.failed_partitions[:3])
 
 
 def render_table(report: Report) -> str:
@@ -88,11 +91,17 @@ def render_table(report: Report) -> str:
             ("operations per second", b.operations_per_second, e.operations_per_second),
             ("actions per second", b.actions_per_second, e.actions_per_second),
             ("commits", b.counters.commits, e.counters.commits),
-            ("modelled VMCS writes", b.counters.vmcs_writes, e.counters.vmcs_writes),
+            ("modelled TDG.VP.RD", b.counters.vmcs_reads, e.counters.vmcs_reads),
+            ("modelled TDG.VP.WR", b.counters.vmcs_writes, e.counters.vmcs_writes),
+            (
+                "modelled TDCALLs",
+                b.counters.vmcs_reads + b.counters.vmcs_writes,
+                e.counters.vmcs_reads + e.counters.vmcs_writes,
+            ),
             ("modelled cycles", b.modelled.total_cycles, e.modelled.total_cycles),
         ]
         for label, x, y in rows:
-            ratio = f"{x / y:.2f}x" if y else "-"
+            ratio = f"{x / y:.3g}x" if y else "-"
             lines.append(f"  {label:<26}{_n(x):>14}{_n(y):>14}{ratio:>15}")
     illustrative = sum(1 for p in report.cost_model.parameters if p.used and p.status == "illustrative")
     used = sum(1 for p in report.cost_model.parameters if p.used)

@@ -3,7 +3,8 @@
 Each sampled VP is a thread (``pid`` = partition, ``tid`` = VP index) whose slices are its
 actions; VTL switches, secure intercepts and commits are instant events on it, and a counter
 track per VP shows the active VTL. A commit is marked at the start of the action during which
-it happened (VTL-entry commits happen before the action runs). Open the file in https://ui.perfetto.dev or
+it happened (VTL-entry commits happen before the action runs); an action slice carries its
+modelled TDG.VP.RD and TDG.VP.WR. Open the file in https://ui.perfetto.dev or
 chrome://tracing. Timestamps are microseconds since the run started (virtual time with
 ``--clock virtual``, so the trace of a seeded virtual run is reproducible).
 """
@@ -35,7 +36,7 @@ class VpTrace:
     def __init__(self, partition: int, vp_index: int) -> None:
         self.partition = partition
         self.vp_index = vp_index
-        self.events: list[tuple[int, int, str, str, int, int, int, int, int]] = []
+        self.events: list[tuple[int, int, str, str, int, int, int, int, int, int]] = []
         self.last_end = 0
         self.dropped = 0
 
@@ -51,6 +52,7 @@ class VpTrace:
         vtl: int,
         vtl_after: int,
         commits: int,
+        reads: int,
         writes: int,
     ) -> None:
         """Record one action (ns times on the run's clock)."""
@@ -62,8 +64,9 @@ class VpTrace:
         begin = max(start, self.last_end)
         self.last_end = end
         message = outcome.message.message_type if type(outcome) is Intercepted else 0
+        outcome_name = type(outcome).__name__
         self.events.append(
-            (begin, end, name, type(outcome).__name__, int(vtl), int(vtl_after), commits, writes, message)
+            (begin, end, name, outcome_name, int(vtl), int(vtl_after), commits, reads, writes, message)
         )
 
 
@@ -87,7 +90,7 @@ def trace_document(traces: list[VpTrace], origin: int, clock: str) -> dict[str, 
         )
         counter = f"vp {tid} active VTL"
         previous_vtl = -1
-        for begin, end, name, outcome, vtl, vtl_after, commits, writes, message in trace.events:
+        for begin, end, name, outcome, vtl, vtl_after, commits, reads, writes, message in trace.events:
             ts = _us(begin - origin)
             te = _us(end - origin)
             if vtl != previous_vtl:
@@ -101,7 +104,7 @@ def trace_document(traces: list[VpTrace], origin: int, clock: str) -> dict[str, 
                     "tid": tid,
                     "ts": ts,
                     "dur": _us(end - begin),
-                    "args": {"outcome": outcome, "vtl": f"VTL{vtl}"},
+                    "args": {"outcome": outcome, "vtl": f"VTL{vtl}", "tdg_vp_rd": reads, "tdg_vp_wr": writes},
                 }
             )
             if commits:

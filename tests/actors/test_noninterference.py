@@ -5,8 +5,11 @@ driven by ``_Core`` the way ``runtime/_scheduler.py`` drives them) plays a VTL0 
 every VP against VTL1s set up with random secrets: random-but-valid VTL1 contexts loaded by
 EnableVpVtl, VTL1's own WRMSRs of its private MSRs, SynIC and synthetic-timer registers set by
 VTL1, VP-assist return values, CrIntercept masks, and pages VTL1 made inaccessible to VTL0.
-Whenever an action switches a VP to VTL1 (a VtlCall or an intercept), VTL1 frees SINT0 with an
-EOM and does a fast VtlReturn, nothing else, so the attacker goes on.
+Whenever an action switches a VP to VTL1 (a VtlCall or an intercept), VTL1 frees SINT0 (writes
+HvMessageTypeNone into the slot's header: DOMAIN 7.3, EOM would not free it) and does a fast
+VtlReturn, nothing else, so the attacker goes on. An attacker action may end the partition
+(DOMAIN 7.2: a bad VTL0 state at VM entry, a bad StartVp context): from then on every action
+raises ``PartitionFailed``, whose text must not leak either.
 
 Properties, checked after every step (with ``check_vp_invariants`` on every VP):
 
@@ -40,10 +43,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from actors import (
     PartitionConfig,
+    PartitionFailed,
     PartitionSupervisor,
     UnsupportedAction,
     VpActor,
-    VpFailed,
     VpNotRunning,
     check_vp_invariants,
 )
@@ -53,6 +56,7 @@ from protocol import (
     HV_PARTITION_ID_SELF,
     HV_VP_INDEX_SELF,
     AccessKind,
+    ClearMessageSlot,
     Completed,
     CrInterceptControl,
     EnablePartitionVtl,
@@ -65,6 +69,7 @@ from protocol import (
     InitialVpContext,
     InterceptDropped,
     Intercepted,
+    InterceptPosted,
     LoadTableRegister,
     MemoryAccess,
     ModifyVtlProtectionMask,
@@ -106,7 +111,7 @@ MMIO: Final = (448, 463)
 PRIVATE_NAMES: Final = tuple(sorted(PRIVATE_RESET))
 SHARED: Final = tuple(sorted(SHARED_NAMES))
 #: Exceptions a guest action may legitimately raise to its caller (API.md "Errors").
-ALLOWED_ERRORS: Final = (VpFailed, VpNotRunning, UnsupportedAction, ValueError)
+ALLOWED_ERRORS: Final = (PartitionFailed, VpNotRunning, UnsupportedAction, ValueError)
 
 
 # ---- the synchronous driver ---------------------------------------------------------------------
@@ -117,7 +122,8 @@ class _Core:
 
     A hypercall generator is resumed with the supervisor's reply; the supervisor's control
     messages are delivered to their target VPs before that, and every VP with control messages
-    is woken (applies them) after the step, as the scheduler's ready queue does.
+    is woken (applies them) after the step, as the scheduler's ready queue does. A
+    ``PartitionFailed`` ends every VP, as ``BatchingScheduler.fail_partition`` does.
     """
 
     def __init__(self, config: PartitionConfig) -> None:
@@ -129,9 +135,17 @@ class _Core:
         try:
             result = self.actors[index].execute(action)
             outcome = self._drive(result) if isinstance(result, types.GeneratorType) else result
+        except PartitionFailed as exc:
+            self.fail(str(exc))
+            raise
         finally:
             self.wake()
         return outcome  # type: ignore[return-value]  # a generator was driven to its outcome
+
+    def fail(self, reason: str) -> None:
+        """End every VP of the partition (DOMAIN 7.2)."""
+        for actor in self.actors:
+            actor.fail(reason)
 
     def _drive(self, generator: Any) -> Outcome:
         reply: Any = None
@@ -149,7 +163,10 @@ class _Core:
         """Apply waiting control messages and check every VP's invariants."""
         for actor in self.actors:
             if actor.has_controls:
-                actor.apply_controls()
+                try:
+                    actor.apply_controls()
+                except PartitionFailed as exc:
+                    self.fail(str(exc))
             check_vp_invariants(actor.state)
 
 
@@ -196,7 +213,7 @@ def _leaks(obj: object, secrets: set[int]) -> list[str]:
 def _vtl1_state(actor: VpActor) -> dict[str, Any]:
     """Everything VTL1 owns on one VP (commits VTL1 first, as an inspection does)."""
     vp = actor.state
-    actor.tdx_state(Vtl.VTL1)
+    vp.commit(Vtl.VTL1)
     vtl1 = vp.vtls[Vtl.VTL1]
     vtl0 = vp.vtls[Vtl.VTL0]
     vsm = vp.vtl1
@@ -247,8 +264,8 @@ _VALUES64 = st.one_of(u64(), st.integers(0, 0xFFFF), st.integers(0, (1 << 56) - 
 _VPS = st.sampled_from((0, 1, 0, 1, 2))
 _SUPPORTED_BITS = tuple(1 << i for i in range(64) if CrInterceptControl.SUPPORTED >> i & 1)
 _PLS_SSP = 1 << 27
-#: VTL1's CrInterceptControl: every supported bit but MsrPlsSspWrite (whose PL3_SSP WRMSR is
-#: fatal for the VP, Appendix B item 13, which would end the attack on it early), or any subset.
+#: VTL1's CrInterceptControl: every supported bit but MsrPlsSspWrite (whose PL3_SSP WRMSR ends
+#: the partition, Appendix B item 13, which would end the attack early), or any subset.
 _CONTROLS = st.one_of(
     st.just(CrInterceptControl.SUPPORTED & ~_PLS_SSP),
     st.frozensets(st.sampled_from(_SUPPORTED_BITS)).map(sum),
@@ -273,7 +290,11 @@ class NoninterferenceMachine(RuleBasedStateMachine):
         return value
 
     def _secret_context(self) -> InitialVpContext:
-        """A valid long-mode VTL1 context whose RIP, RSP, RFLAGS, CR3 and bases are secrets."""
+        """A valid long-mode VTL1 context whose RIP, RSP, CR3 and bases are secrets.
+
+        Valid for VM entry too (DOMAIN 7.2): RIP canonical, CR3 within 52 bits; RFLAGS has no
+        room for a secret (bits 63:22 must be 0), so it is an ordinary value.
+        """
         base = long_mode_context()
         canonical = 1 << 47
 
@@ -284,10 +305,10 @@ class NoninterferenceMachine(RuleBasedStateMachine):
 
         return msgspec.structs.replace(
             base,
-            rip=self._secret(),
+            rip=self._secret(high=canonical),
             rsp=self._secret(),
-            rflags=self._secret(),
-            cr3=self._secret() & ~0xFFF,
+            rflags=0x246,
+            cr3=self._secret(high=1 << 52) & ~0xFFF,
             cs=seg(0xA09B, 0x08),
             ds=seg(0xC093, 0x10),
             es=seg(0xC093, 0x10),
@@ -443,6 +464,8 @@ class NoninterferenceMachine(RuleBasedStateMachine):
             state["entry_reason"] = 2
             state["sint0_message"] = observed.message
             entered = True
+        elif isinstance(observed, InterceptPosted):  # a polling SINT0: no VTL1 entry (7.3)
+            expected[f"vp{index}"]["sint0_message"] = observed.message
         assert self._snapshot() == expected, f"VTL0's {action!r} on vp {index} changed VTL1 state"
         active_after = [a.state.active_vtl for a in core.actors]
         active_before[index] = Vtl.VTL1 if entered else Vtl.VTL0
@@ -450,12 +473,14 @@ class NoninterferenceMachine(RuleBasedStateMachine):
 
         if isinstance(action, MemoryAccess) and (action.gpa >> 12) in self.protected:
             assert not isinstance(observed, Completed), f"VTL0 {action!r} of a protected page completed"
-            assert isinstance(observed, Intercepted | InterceptDropped | VpFailed | VpNotRunning), observed
+            assert isinstance(observed, Intercepted | InterceptDropped | PartitionFailed | VpNotRunning), (
+                observed
+            )
 
         if entered:
-            # VTL1 frees SINT0 (EOM) and goes straight back: the attacker continues.
+            # VTL1 frees SINT0 and goes straight back: the attacker continues.
             if actor.state.vtls[Vtl.VTL1].sint0_message is not None:
-                self._vtl1_set(index, {Reg.EOM: 0})
+                assert self._vtl1(index, ClearMessageSlot()) == Completed()
             outcome = self._vtl1(index, VtlReturn(fast=True))
             assert outcome == VtlSwitched(to_vtl=Vtl.VTL0, entry_reason=0), outcome
 
@@ -628,12 +653,20 @@ class NoninterferenceMachine(RuleBasedStateMachine):
             return
         for actor in self.core.actors:
             index = actor.state.index
-            observed = (actor.registers(Vtl.VTL0, PRIVATE_NAMES), actor.sint0_message(Vtl.VTL0))
+            if actor.state.failure:
+                # The partition ended (DOMAIN 7.2): inspections raise, so read the files directly.
+                event("partition ended by a VTL0 action")
+                actor.state.commit_all()
+                registers = {n: actor.state.read(Vtl.VTL0, n) for n in PRIVATE_NAMES}
+                observed = (registers, actor.state.vtls[Vtl.VTL0].sint0_message)
+                shared = {n: actor.state.read(Vtl.VTL0, n) for n in SHARED}
+            else:
+                observed = (actor.registers(Vtl.VTL0, PRIVATE_NAMES), actor.sint0_message(Vtl.VTL0))
+                shared = actor.registers(Vtl.VTL0, SHARED)
             leaks = _leaks(observed, self.secrets)
             assert not leaks, f"vp {index} VTL0 private registers hold VTL1 secrets {leaks}"
             # Shared registers are shared by design (excluded above); this VTL1 never puts a
             # secret there, so none may appear (a fast return must not load RAX/RCX).
-            shared = actor.registers(Vtl.VTL0, SHARED)
             leaks = _leaks(shared, self.secrets)
             assert not leaks, f"vp {index} shared registers hold VTL1 secrets {leaks}"
             check_vp_invariants(actor.state)

@@ -27,6 +27,8 @@ __all__ = (
     "SIMP_ENABLED",
     "SINT0_AUTO_EOI",
     "SINT0_MASKED",
+    "SINT0_POLLING",
+    "SINT0_PROXY",
     "SINT0_UNMASKED",
     "arm",
     "enable_synic",
@@ -45,6 +47,9 @@ SINT0_UNMASKED: Final = 0x30
 SINT0_AUTO_EOI: Final = 0x30 | 1 << 17
 #: SINT0 with vector 0x30 but masked (bit 16): the reset state of every SINT is masked.
 SINT0_MASKED: Final = 0x30 | 1 << 16
+#: SINT0 bits: polling (18; no interrupt, DOMAIN 7.3) and proxy (20).
+SINT0_POLLING: Final = 0x30 | 1 << 18
+SINT0_PROXY: Final = 1 << 20
 
 
 def reg(name: Reg, value: int) -> RegisterAssoc:

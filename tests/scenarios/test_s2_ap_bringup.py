@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
 import msgspec
 import pytest
 
-from actors import VpFailed, VpNotRunning
+from actors import PartitionFailed, VpNotRunning
 from protocol import (
     EnablePartitionVtl,
     EnableVpVtl,
@@ -22,9 +25,24 @@ from protocol import (
     VtlReturn,
     VtlSwitched,
 )
-from protocol._x86 import CR0_ET, CR0_NE, CR0_PE, CR0_PG, CR4_PAE, CR4_PKE, EFER_LMA, EFER_LME, EFER_SCE
+from protocol._x86 import (
+    CR0_ET,
+    CR0_NE,
+    CR0_PE,
+    CR0_PG,
+    CR4_PAE,
+    CR4_PKE,
+    EFER_LMA,
+    EFER_LME,
+    EFER_NXE,
+    EFER_SCE,
+    EFER_TCE,
+)
 from tests.guest import checked_runtime, long_mode_context, new_partition
 from tests.scenarios._bringup import enter_vtl1, ok, status
+
+if TYPE_CHECKING:
+    from runtime import Partition
 
 _VTL1_AP_RIP = 0x20_0000
 _VTL0_AP_RIP = 0x30_0000
@@ -168,57 +186,63 @@ async def test_vtl0_starts_ap_before_deny() -> None:
         assert await vp3.execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS])) == ok(1, [0x1_0000])
 
 
-# ---- invalid initial contexts are fatal on the target VP (Appendix B item 9) ----------------------
+# ---- invalid initial contexts end the partition (Appendix B item 9, DOMAIN 7.2) ----------------------
+#
+# DOMAIN 7.2 changed these expectations: OpenHCL unwraps set_x86_vp_context's result on the target
+# VP and is built with panic = 'abort', so the whole partition is lost, not only the target VP.
 
-_BAD_EFER = EFER_LME | EFER_LMA | EFER_SCE  # no NXE: TDX set_registers refuses it
+_BAD_EFER = EFER_LME | EFER_LMA | EFER_SCE  # no NXE: TDX write_efer refuses it
 
 
 def _bad_context(rip: int) -> InitialVpContext:
     return msgspec.structs.replace(long_mode_context(rip), efer=_BAD_EFER)
 
 
-async def test_invalid_context_from_enable_vp_vtl_fails_target() -> None:
-    """EnableVpVtl(1) with EFER lacking NXE succeeds for the caller; VP1 then fails, VP0 carries on."""
+async def _assert_partition_lost(part: Partition, vp_index: int, vtl: str, why: str) -> None:
+    """Every VP of ``part`` raises PartitionFailed naming the target and the refused value."""
+    reason = part.failure
+    assert reason is not None
+    assert reason.startswith(f"partition {part.partition_id} vp {vp_index} {vtl}: invalid initial context")
+    assert why in reason
+    for index in range(part.vp_count):
+        with pytest.raises(PartitionFailed, match=re.escape(reason)):
+            await part.vp(index).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS]))
+        with pytest.raises(PartitionFailed):
+            await part.vp(index).registers(Vtl.VTL0, [Reg.RIP])
+        assert part.vp(index).statistics().failed
+    assert part.statistics().failure == reason
+
+
+async def test_invalid_context_from_enable_vp_vtl_ends_the_partition() -> None:
+    """EnableVpVtl(1) with EFER lacking NXE succeeds for the caller; VP1's load then ends the partition."""
     async with checked_runtime() as rt:
         part = await new_partition(rt)
         vp0 = await enter_vtl1(part)
         bad = EnableVpVtl(vp_index=1, target_vtl=Vtl.VTL1, context=_bad_context(_VTL1_AP_RIP))
-        assert await vp0.execute(bad) == ok()
-        assert await vp0.execute(_start(1)) == ok()
-        with pytest.raises(VpFailed, match=r"vp 1\b"):
-            await part.vp(1).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS]))
-        assert part.vp(1).statistics().failed
-        # The caller's VP and the other VPs carry on.
-        assert await vp0.execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS])) == ok(1, [0x3_0001])
-        assert await vp0.execute(_enable(2)) == ok()
-        assert await vp0.execute(_start(2)) == ok()
-        assert await part.vp(2).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS])) == ok(1, [0x3_0001])
+        assert await vp0.execute(bad) == ok()  # the caller's hypercall completes first
+        with pytest.raises(PartitionFailed):
+            await vp0.execute(_start(1))
+        await _assert_partition_lost(part, 1, "VTL1", f"write_efer refused EFER {_BAD_EFER:#x}")
 
 
-async def test_invalid_context_from_start_vp_fails_target() -> None:
-    """StartVp(2, VTL0) with EFER lacking NXE: the caller gets Success, VP2 fails, other partitions go on."""
+async def test_invalid_context_from_start_vp_ends_only_its_partition() -> None:
+    """StartVp(2, VTL0) with EFER lacking NXE: Success for the caller, then the partition is lost;
+    another partition is untouched."""
     async with checked_runtime() as rt:
         part = await new_partition(rt)
         other = await new_partition(rt)
         vp0 = part.vp(0)
         start = StartVirtualProcessor(vp_index=2, target_vtl=Vtl.VTL0, context=_bad_context(_VTL0_AP_RIP))
         assert await vp0.execute(start) == ok()
-        with pytest.raises(VpFailed, match=r"vp 2\b"):
-            await part.vp(2).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS]))
-        with pytest.raises(VpFailed, match=r"vp 2\b"):
-            await part.vp(2).execute(VtlCall())
-        # A repeat start is refused as for any started VP.
-        assert await vp0.execute(_start(2)) == status(HvStatus.INVALID_VP_STATE)
-        assert await vp0.execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS])) == ok(1, [0x1_0000])
-        assert await vp0.execute(_start(1)) == ok()
-        assert await part.vp(1).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS])) == ok(1, [0x1_0000])
-        # Another partition is untouched.
+        await _assert_partition_lost(part, 2, "VTL0", "write_efer refused")
+        assert other.failure is None
         assert await other.vp(0).execute(EnablePartitionVtl(target_vtl=Vtl.VTL1)) == ok()
         assert await other.vp(0).execute(_start(2)) == ok()
+        assert await other.vp(2).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS])) == ok(1, [0x1_0000])
 
 
-async def test_invalid_context_from_vtl0_enable_fails_own_vp() -> None:
-    """VTL0's EnableVpVtl(SELF) with a bad VTL1 context succeeds, then VP0 itself fails; VP1 keeps running."""
+async def test_invalid_context_from_vtl0_enable_ends_the_partition() -> None:
+    """VTL0's EnableVpVtl(SELF) with a bad VTL1 context succeeds; VP0's load then ends the partition."""
     async with checked_runtime() as rt:
         part = await new_partition(rt)
         vp0 = part.vp(0)
@@ -226,13 +250,13 @@ async def test_invalid_context_from_vtl0_enable_fails_own_vp() -> None:
         assert await vp0.execute(EnablePartitionVtl(target_vtl=Vtl.VTL1)) == ok()
         bad = EnableVpVtl(vp_index=0, target_vtl=Vtl.VTL1, context=_bad_context(_VTL1_AP_RIP))
         assert await vp0.execute(bad) == ok()
-        with pytest.raises(VpFailed, match=r"vp 0\b"):
+        with pytest.raises(PartitionFailed, match=r"partition \d+ vp 0 VTL1"):
             await vp0.execute(VtlCall())
-        assert await part.vp(1).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS])) == ok(1, [0x1_0000])
+        await _assert_partition_lost(part, 0, "VTL1", "write_efer refused")
 
 
-async def test_invalid_cr4_context_fails_target() -> None:
-    """A context with a CR4 bit outside the allowed set (PKE) is fatal on the target VP too."""
+async def test_invalid_cr4_context_ends_the_partition() -> None:
+    """A context with a CR4 bit outside the allowed set (PKE): write_cr4 refuses it, fatal too."""
     async with checked_runtime() as rt:
         part = await new_partition(rt)
         vp0 = part.vp(0)
@@ -240,9 +264,27 @@ async def test_invalid_cr4_context_fails_target() -> None:
         assert (
             await vp0.execute(StartVirtualProcessor(vp_index=3, target_vtl=Vtl.VTL0, context=context)) == ok()
         )
-        with pytest.raises(VpFailed, match=r"vp 3\b"):
-            await part.vp(3).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS]))
-        assert await vp0.execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS])) == ok(1, [0x1_0000])
+        await _assert_partition_lost(part, 3, "VTL0", f"write_cr4 refused CR4 {CR4_PAE | CR4_PKE:#x}")
+
+
+async def test_context_values_set_registers_does_not_check_reach_vm_entry() -> None:
+    """A context PAT with a reserved type (2) or EFER with a bit reserved on Intel (TCE) loads:
+    TDX set_pat and write_efer do not check them. The VTL's first VM entry then fails check 7
+    and ends the partition (DOMAIN 7.2)."""
+    async with checked_runtime() as rt:
+        for change, detail in (
+            ({"msr_cr_pat": 0x0007_0406_0007_0402}, "entries [0] are not 0, 1, 4, 5, 6 or 7"),
+            ({"efer": EFER_LME | EFER_LMA | EFER_NXE | EFER_TCE}, f"sets reserved bits {EFER_TCE:#x}"),
+        ):
+            part = await new_partition(rt)
+            context = msgspec.structs.replace(long_mode_context(_VTL0_AP_RIP), **change)
+            start = StartVirtualProcessor(vp_index=1, target_vtl=Vtl.VTL0, context=context)
+            assert await part.vp(0).execute(start) == ok()
+            assert part.failure is None  # loaded: nothing refused it
+            assert (await part.vp(1).tdx_state(Vtl.VTL0)).commits >= 1
+            with pytest.raises(PartitionFailed, match=r"vp 1 VTL0: VM entry failed .*check 7 \(EFER and PAT"):
+                await part.vp(1).execute(GetVpRegisters(names=[Reg.VSM_VP_STATUS]))
+            assert detail in (part.failure or "")
 
 
 async def test_context_cr0_gets_et_forced() -> None:

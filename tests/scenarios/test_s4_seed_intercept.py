@@ -3,8 +3,10 @@
 Setup as S1 steps 1-7; VTL1 enables its SynIC message page and SINT0, then sets Cr0Mask = PG
 and CrInterceptControl = Cr0Write (0x1). DOMAIN's S4 text does not mention the SynIC step, but
 a real secure kernel does it, and OpenHCL cannot post the intercept message into a masked SINT0
-(every SINT starts masked) or a disabled message page: the message would be dropped and VTL0
-would re-execute the MOV for ever. The dropped-message path is tested at the end.
+(every SINT starts masked): the message would be dropped and VTL0 would re-execute the MOV for
+ever. The dropped-message path and the slot rules of DOMAIN 7.3 (a disabled SIMP still gets
+the message, EOM frees nothing, HvMessageTypeNone in the header does, MessagePending) are
+tested at the end.
 
 VTL0 runs in 32-bit protected mode with CR4.PAE (set by VTL1 through SetVpRegisters), sets
 EFER.LME with WRMSR (not intercepted), then MOV CR0 with PG exits to VTL1 (DOMAIN 3.8). VTL1
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+import msgspec
 import pytest
 
 from protocol import (
+    ClearMessageSlot,
     Completed,
     GetVpRegisters,
     HvMessageType,
@@ -29,6 +33,7 @@ from protocol import (
     InterceptDropped,
     Intercepted,
     InterceptMessage,
+    InterceptPosted,
     MovToCr,
     SetVpRegisters,
     Vtl,
@@ -52,6 +57,8 @@ from tests.guest import checked_runtime, new_partition
 from tests.scenarios._bringup import ok, status, vtl0_register
 from tests.scenarios._secure import (
     SINT0_MASKED,
+    SINT0_POLLING,
+    SINT0_PROXY,
     SINT0_UNMASKED,
     arm,
     enable_synic,
@@ -223,7 +230,10 @@ async def test_intercept_stays_armed_in_long_mode(commit_policy: str) -> None:
         vp = await _prepared(await new_partition(rt, commit_policy=commit_policy))
         await _set_lme(vp)
         message = await _intercept_pg(vp)
-        assert await set_regs(vp, (Reg.EOM, 0)) == ok(1)  # free the SINT0 slot
+        # DOMAIN 7.3: EOM does not free the SINT0 slot; HvMessageTypeNone in its header does.
+        assert await set_regs(vp, (Reg.EOM, 0)) == ok(1)
+        assert await vp.sint0_message(Vtl.VTL1) == message
+        assert await vp.execute(ClearMessageSlot()) == Completed()
         assert await vp.sint0_message(Vtl.VTL1) is None
         resume = message.rip + _MOV_CR_LENGTH
         assert await set_regs(vp, (Reg.CR0, _PAGED), (Reg.RIP, resume), target_vtl=Vtl.VTL0) == ok(2)
@@ -253,7 +263,10 @@ async def test_efer_lma_written_while_paging_off_is_overridden(commit_policy: st
 
 
 async def _dropped(vp: Vp, value: int, reason: str) -> None:
-    """MOV CR0 exits but VTL1's SINT0 refuses the message: dropped, VTL0 stays, nothing applied."""
+    """MOV CR0 exits but VTL1's SINT0 refuses the message: dropped, VTL0 stays, nothing applied.
+
+    A full slot keeps its message and gets the MessagePending flag (DOMAIN 7.3).
+    """
     before = await regs(vp, Vtl.VTL0, Reg.CR0, Reg.EFER, Reg.RIP)
     held = await vp.sint0_message(Vtl.VTL1)
     message = await _expected_message(vp, value, lma=bool(before[Reg.EFER] & EFER_LMA))
@@ -263,7 +276,8 @@ async def _dropped(vp: Vp, value: int, reason: str) -> None:
     assert reason in out.reason
     assert vp.active_vtl == Vtl.VTL0
     assert await regs(vp, Vtl.VTL0, Reg.CR0, Reg.EFER, Reg.RIP) == before
-    assert await vp.sint0_message(Vtl.VTL1) == held  # the slot is as it was
+    pending = None if held is None else msgspec.structs.replace(held, message_pending=True)
+    assert await vp.sint0_message(Vtl.VTL1) == pending
 
 
 async def _call_vtl1(vp: Vp) -> None:
@@ -271,44 +285,89 @@ async def _call_vtl1(vp: Vp) -> None:
 
 
 @pytest.mark.parametrize(
-    ("simp", "sint0", "reason", "fix"),
+    ("sint0", "reason"),
     [
-        pytest.param(None, SINT0_MASKED, "masked", (Reg.SINT0, SINT0_UNMASKED), id="sint0-masked"),
-        pytest.param(0x80 << 12, SINT0_UNMASKED, "SIMP", (Reg.SIPP, 0x80 << 12 | 1), id="simp-disabled"),
+        pytest.param(SINT0_MASKED, "masked", id="sint0-masked"),
+        pytest.param(SINT0_UNMASKED | SINT0_PROXY, "proxy", id="sint0-proxy"),
     ],
 )
 async def test_message_dropped_until_vtl1_fixes_its_synic(
-    commit_policy: str, simp: int | None, sint0: int, reason: str, fix: tuple[Reg, int]
+    commit_policy: str, sint0: int, reason: str
 ) -> None:
-    """SINT0 masked or SIMP disabled: InterceptDropped; after VTL1 fixes it and writes EOM, delivered."""
+    """SINT0 masked or a proxy: InterceptDropped (slot untouched); after VTL1 fixes SINT0, delivered."""
     async with checked_runtime() as rt:
-        vp = await _prepared(await new_partition(rt, commit_policy=commit_policy), sint0=sint0, simp=simp)
+        vp = await _prepared(await new_partition(rt, commit_policy=commit_policy), sint0=sint0)
         await _set_lme(vp)
         await _dropped(vp, _PAGED, reason)
         await _dropped(vp, _PAGED, reason)  # VTL0 re-executes the MOV: the same drop
         await _call_vtl1(vp)
-        assert await set_regs(vp, fix, (Reg.EOM, 0)) == ok(2)
+        assert await set_regs(vp, (Reg.SINT0, SINT0_UNMASKED)) == ok(1)
         await return_to_vtl0(vp)
         await _intercept_pg(vp)
 
 
+async def test_message_posted_with_simp_disabled(commit_policy: str) -> None:
+    """DOMAIN 7.3 (a change from the first round, which dropped it): post_message never looks at
+    SIMP enablement, so the message is written (into OpenHCL's overlay page) and SINT0 fires.
+    With no message page mapped, VTL1's ClearMessageSlot cannot reach the slot; once VTL1
+    enables SIMP it can."""
+    async with checked_runtime() as rt:
+        vp = await _prepared(await new_partition(rt, commit_policy=commit_policy), simp=0x80 << 12)
+        await _set_lme(vp)
+        message = await _intercept_pg(vp)
+        assert await vp.execute(ClearMessageSlot()) == Completed()
+        assert await vp.sint0_message(Vtl.VTL1) == message  # no SIMP: the write missed the slot
+        assert await set_regs(vp, (Reg.SIPP, 0x80 << 12 | 1)) == ok(1)
+        assert await vp.execute(ClearMessageSlot()) == Completed()
+        assert await vp.sint0_message(Vtl.VTL1) is None
+
+
+async def test_polling_sint0_gets_the_message_but_vtl1_is_not_entered(commit_policy: str) -> None:
+    """DOMAIN 7.3: a polling SINT raises no interrupt. The message is in the slot, VTL0 stays
+    active and its MOV did not complete (InterceptPosted); re-executing it finds the slot full."""
+    async with checked_runtime() as rt:
+        vp = await _prepared(await new_partition(rt, commit_policy=commit_policy), sint0=SINT0_POLLING)
+        await _set_lme(vp)
+        before = await regs(vp, Vtl.VTL0, Reg.CR0, Reg.RIP)
+        expected = await _expected_message(vp, _PAGED, lma=False)
+        assert await vp.execute(MovToCr(cr=0, value=_PAGED)) == InterceptPosted(message=expected)
+        assert vp.active_vtl == Vtl.VTL0
+        assert await regs(vp, Vtl.VTL0, Reg.CR0, Reg.RIP) == before
+        assert await vp.sint0_message(Vtl.VTL1) == expected
+        assert (await vp.vtl_control(Vtl.VTL1)).entry_reason != HvVtlEntryReason.INTERRUPT
+        await _dropped(vp, _PAGED, "previous message")  # MessagePending is set once
+        await _dropped(vp, _PAGED, "previous message")
+        # VTL1 runs only when called; it finds the message and MessagePending, and frees the slot.
+        await _call_vtl1(vp)
+        assert await vp.sint0_message(Vtl.VTL1) == msgspec.structs.replace(expected, message_pending=True)
+        assert await vp.execute(ClearMessageSlot()) == Completed()
+        assert await vp.sint0_message(Vtl.VTL1) is None
+
+
 @pytest.mark.parametrize("eom", ["set_vp_registers", "wrmsr"])
-async def test_message_dropped_while_slot_busy_until_eom(commit_policy: str, eom: str) -> None:
-    """No EOM after the first intercept: the next one is dropped; after VTL1's EOM it is delivered."""
+async def test_message_dropped_while_slot_busy_until_cleared(commit_policy: str, eom: str) -> None:
+    """The slot still full: the next intercept is dropped and sets MessagePending. DOMAIN 7.3
+    changed the first round's expectation: EOM (either way) frees nothing; HvMessageTypeNone
+    in the header (ClearMessageSlot) does, and the next intercept is delivered."""
     async with checked_runtime() as rt:
         vp = await _prepared(await new_partition(rt, commit_policy=commit_policy))
         await _set_lme(vp)
         first = await _intercept_pg(vp)
         resume = first.rip + _MOV_CR_LENGTH
         assert await set_regs(vp, (Reg.CR0, _PAGED), (Reg.RIP, resume), target_vtl=Vtl.VTL0) == ok(2)
-        await return_to_vtl0(vp)  # no EOM: the slot still holds the first message
+        await return_to_vtl0(vp)  # the slot still holds the first message
         await _dropped(vp, _PROTECTED, "previous message")
-        assert await vp.sint0_message(Vtl.VTL1) == first
+        pending = msgspec.structs.replace(first, message_pending=True)
+        assert await vp.sint0_message(Vtl.VTL1) == pending
         await _call_vtl1(vp)
         if eom == "wrmsr":
             assert await vp.execute(Wrmsr(msr=0x4000_0084, value=0)) == Completed()
         else:
             assert await set_regs(vp, (Reg.EOM, 0)) == ok(1)
+        assert await vp.sint0_message(Vtl.VTL1) == pending  # EOM does nothing to the slot
+        assert await vp.execute(ClearMessageSlot(sint=1)) == Completed()  # another slot
+        assert await vp.sint0_message(Vtl.VTL1) == pending
+        assert await vp.execute(ClearMessageSlot()) == Completed()
         assert await vp.sint0_message(Vtl.VTL1) is None
         await return_to_vtl0(vp)
         expected = await _expected_message(vp, _PROTECTED, lma=True)
@@ -319,7 +378,7 @@ async def test_message_dropped_while_slot_busy_until_eom(commit_policy: str, eom
 
 
 async def test_vtl0_cannot_free_vtl1s_slot(commit_policy: str) -> None:
-    """VTL0's own EOM (WRMSR 0x40000084) ends VTL0's message, not VTL1's: the drop persists."""
+    """VTL0's own EOM and ClearMessageSlot touch VTL0's SynIC, not VTL1's: the drop persists."""
     async with checked_runtime() as rt:
         vp = await _prepared(await new_partition(rt, commit_policy=commit_policy))
         await _set_lme(vp)
@@ -328,9 +387,10 @@ async def test_vtl0_cannot_free_vtl1s_slot(commit_policy: str) -> None:
         assert await set_regs(vp, (Reg.RIP, resume), target_vtl=Vtl.VTL0) == ok(1)  # skip the MOV
         await return_to_vtl0(vp)
         assert await vp.execute(Wrmsr(msr=0x4000_0084, value=0)) == Completed()
+        assert await vp.execute(ClearMessageSlot()) == Completed()
         assert await vp.sint0_message(Vtl.VTL1) == first
         await _dropped(vp, _PAGED, "previous message")
         # Nor can VTL0 reach VTL1's SynIC registers.
         out = await vp.execute(SetVpRegisters(registers=[reg(Reg.EOM, 0)], target_vtl=Vtl.VTL1))
         assert out == status(HvStatus.ACCESS_DENIED)
-        assert await vp.sint0_message(Vtl.VTL1) == first
+        assert await vp.sint0_message(Vtl.VTL1) == msgspec.structs.replace(first, message_pending=True)

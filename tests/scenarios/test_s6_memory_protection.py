@@ -15,6 +15,7 @@ import pytest
 
 from protocol import (
     AccessKind,
+    ClearMessageSlot,
     Completed,
     EnableVpVtl,
     HvRegisterName as Reg,
@@ -92,8 +93,11 @@ async def _refused(vp: Vp, gpa: int, kind: AccessKind) -> InterceptMessage:
 
 
 async def _next_access(vp: Vp) -> None:
-    """VTL1 ends the message (EOM) and returns to VTL0 for the next probe."""
-    assert await set_regs(vp, (Reg.EOM, 0)) == ok(1)
+    """VTL1 frees its SINT0 slot and returns to VTL0 for the next probe.
+
+    DOMAIN 7.3: writing HvMessageTypeNone into the slot's header frees it (EOM does not).
+    """
+    assert await vp.execute(ClearMessageSlot()) == Completed()
     await return_to_vtl0(vp)
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from protocol import HvStatus, HypercallResult, Vtl, VtlReturn, VtlSwitched, Wrmsr
-from protocol._x86 import Msr
+from protocol import ClearMessageSlot, HvStatus, HypercallResult, Vtl, VtlReturn, VtlSwitched
 
 from ._guest import Unexpected
 
@@ -36,6 +35,6 @@ async def recover(guest: Guest) -> bool:
     """After a surprise, let VTL1 free its SINT0 slot and return to VTL0; False if it cannot."""
     if guest.vp.active_vtl == Vtl.VTL0:
         return True
-    await guest.do(Wrmsr(msr=Msr.HV_EOM, value=0))
+    await guest.do(ClearMessageSlot())
     outcome = await guest.do(VtlReturn(fast=True))
     return type(outcome) is VtlSwitched and outcome.to_vtl == Vtl.VTL0

@@ -66,15 +66,15 @@ class Driver:
         self.start_at: int | None = None
         self._cache: dict[tuple[str, str, int], int] = {}
 
-    def cost_ns(self, action: str, outcome: str, switches: int, commits: int, writes: int) -> int:
+    def cost_ns(self, action: str, outcome: str, switches: int, commits: int, reads: int, writes: int) -> int:
         """Modelled nanoseconds of one action (``CostModel.charge``, with its base part cached)."""
         costs = self.costs
         assert costs is not None  # only virtual drivers charge costs
         key = (action, outcome, switches)
         base = self._cache.get(key)
         if base is None:
-            base = self._cache[key] = costs.charge(action_kind(action), outcome, switches, 0, 0)
-        return costs.ns(base + writes * costs.commit_overhead + commits * costs.commit_fixed)
+            base = self._cache[key] = costs.charge(action_kind(action), outcome, switches, 0, 0, 0)
+        return costs.ns(base + costs.tdcalls(reads, writes) + commits * costs.commit_fixed)
 
     def __repr__(self) -> str:
         return f"<Driver {self.index} t={self.clock.now()}>"
@@ -91,6 +91,7 @@ class Guest:
         "driver",
         "failed",
         "partition",
+        "reads",
         "switches",
         "trace",
         "vp",
@@ -111,6 +112,7 @@ class Guest:
         # The VP's counters at the end of the previous measured action.
         self.switches = 0
         self.commits = 0
+        self.reads = 0
         self.writes = 0
 
     def __repr__(self) -> str:
@@ -131,22 +133,24 @@ class Guest:
         name = type(action).__name__
         outcome_name = type(outcome).__name__
         vclock = driver.vclock
-        switches = commits = writes = 0
+        switches = commits = reads = writes = 0
         if vclock is not None or trace is not None:
-            now_switches, now_commits, now_writes = vp.counters()
+            now_switches, now_commits, now_reads, now_writes = vp.counters()
             switches = now_switches - self.switches
             commits = now_commits - self.commits
+            reads = now_reads - self.reads
             writes = now_writes - self.writes
-            self.switches, self.commits, self.writes = now_switches, now_commits, now_writes
+            self.switches, self.commits = now_switches, now_commits
+            self.reads, self.writes = now_reads, now_writes
         if vclock is not None:
-            end = vclock.advance(driver.cost_ns(name, outcome_name, switches, commits, writes))
+            end = vclock.advance(driver.cost_ns(name, outcome_name, switches, commits, reads, writes))
         else:
             end = driver.clock.now()
         driver.recorder.record(name, outcome_name, end - start, end)
         if trace is not None:
-            trace.action(name, outcome, start, end, vtl, vp.active_vtl, commits, writes)
+            trace.action(name, outcome, start, end, vtl, vp.active_vtl, commits, reads, writes)
         return outcome
 
     def sync_counters(self) -> None:
         """Take the VP's counters as the baseline of the next measured action."""
-        self.switches, self.commits, self.writes = self.vp.counters()
+        self.switches, self.commits, self.reads, self.writes = self.vp.counters()

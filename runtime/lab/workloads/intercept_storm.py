@@ -4,8 +4,9 @@ What HVCI/HyperGuard cost a Windows guest: the secure kernel registered CR0.WP/P
 writes at boot, so when the VTL0 kernel toggles CR0.WP or rewrites LSTAR, the write exits, is
 not applied, and arrives in VTL1's SINT0 slot as a register or MSR intercept message (VTL1 is
 entered with entry reason 2). The secure kernel checks it, applies it to VTL0 with
-HvCallSetVpRegisters (target VTL0: the value and RIP past the instruction), signals end of
-message (HV_X64_MSR_EOM) to free the slot, and returns to VTL0 with a fast VtlReturn.
+HvCallSetVpRegisters (target VTL0: the value and RIP past the instruction), frees the SINT0
+slot by writing HvMessageTypeNone into its header (EOM would not free it, DOMAIN 7.3), and
+returns to VTL0 with a fast VtlReturn.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from protocol import (
+    ClearMessageSlot,
     HvRegisterName as Reg,
     Intercepted,
     MovToCr,
@@ -65,5 +67,5 @@ async def episode(guest: Guest, rng: random.Random) -> None:
     expect_success(await guest.do(emulate), f"emulate {type(action).__name__}")
     if register == Reg.CR0:
         guest.cr0 = value
-    await guest.do(Wrmsr(msr=Msr.HV_EOM, value=0))
+    await guest.do(ClearMessageSlot())
     expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")

@@ -4,7 +4,8 @@ What kernel data protection and HVCI do to a Windows guest: VTL0 asks the secure
 call) to make a page read-only; VTL1 applies HvCallModifyVtlProtectionMask and returns. When
 VTL0 later writes the page, the access is refused and VTL1 receives a GPA intercept message in
 SINT0 (entered with entry reason 2). Here VTL1 then lifts the protection again (all access),
-signals end of message and returns, and VTL0's retried write completes. Each VP works on pages
+frees the SINT0 slot (HvMessageTypeNone into its header, DOMAIN 7.3) and returns, and VTL0's
+retried write completes. Each VP works on pages
 of its own, so VPs of one partition never see each other's protections.
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from protocol import (
     AccessKind,
+    ClearMessageSlot,
     Completed,
     HvMapGpaFlags,
     Intercepted,
@@ -22,9 +24,7 @@ from protocol import (
     Vtl,
     VtlCall,
     VtlReturn,
-    Wrmsr,
 )
-from protocol._x86 import Msr
 
 from ._checks import expect_success, expect_switch
 from ._guest import Unexpected
@@ -59,7 +59,7 @@ async def episode(guest: Guest, rng: random.Random) -> None:
         raise Unexpected(msg)
     lift = ModifyVtlProtectionMask(gpns=[gpn], map_flags=HvMapGpaFlags.ALL)
     expect_success(await guest.do(lift), "ModifyVtlProtectionMask(all access)")
-    await guest.do(Wrmsr(msr=Msr.HV_EOM, value=0))
+    await guest.do(ClearMessageSlot())
     expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
     retried = await guest.do(write)
     if type(retried) is not Completed:
