@@ -249,7 +249,7 @@ class VpState:
         state = self.vtls[Vtl.VTL0]
         state.staged_registration = registration
         state.staged_updates += 1
-        if self.eager:
+        if self.eager or state.staged_updates >= self.batch_max_updates:
             self.commit(Vtl.VTL0)
 
     def set_registers(self, vtl: int, values: Iterable[tuple[int, int]]) -> None:
@@ -260,8 +260,9 @@ class VpState:
         """
         for name, value in values:
             self._stage_one(vtl, name, value)
-        self.vtls[vtl].staged_updates += 1
-        if self.eager:
+        state = self.vtls[vtl]
+        state.staged_updates += 1
+        if self.eager or state.staged_updates >= self.batch_max_updates:
             self.commit(vtl)
 
     def hardware_write(self, vtl: int, name: int, value: int) -> None:

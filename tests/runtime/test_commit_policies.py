@@ -5,15 +5,23 @@ VtlCall / VtlReturn (plus VTL-return control writes and inspections), play it on
 once per commit policy, and compare the transcripts. A transcript is every outcome plus, after
 each step, what the guest can see: VTL0's registers read by VTL1 with GetVpRegisters, or VTL0's
 own EFER read with RDMSR. The runtime checks every invariant after every step and commit
-(``check_invariants=True``), so a violation reaches the test as ``InternalError``.
+(``check_invariants=True``), so a violation reaches the test as ``InternalError``. VM-entry
+failures are part of the history (DOMAIN 7.2): when a VTL's committed state fails the
+guest-state checks at its next entry, the partition ends, and the transcript records the
+``PartitionFailed`` reason (every failed check, by number and name) and stops there; both
+policies must fail at the same step for the same reasons.
 
-VMCS write counts: the modelled VMCS is a pure function of the committed registers (B8, checked
-by the invariants), eager commits after every staged update and batched commits at a subset of
-those points, so per field batched changes at most as often as eager (triangle inequality):
-``batched <= eager`` always. It is strictly fewer when, inside one batched commit interval
-(VTL1 running, no count- or time-closed batch), the probes show a VMCS-backed VTL0 register
-change more often than batched can change its field (``_Coalescing``): e.g. a VtlCall stages
-VTL0 RIP+3 and VTL1 then sets VTL0 RIP elsewhere before VTL0 runs again or is inspected.
+TDCALL counts (DOMAIN 7.1): eager is OpenHCL's access pattern (tests/actors/
+test_tdcall_accounting.py re-derives it); batched is a write-back that reads nothing and writes
+one TDG.VP.WR per changed VMCS field at commit. Its reference here is *write-through*: the
+batched policy with ``batch_max_updates=1``, a commit after every update. The modelled VMCS is
+a pure function of the committed registers (B8, checked by the invariants) and batched commits
+at a subset of write-through's points, so per field batched changes at most as often
+(triangle inequality): ``batched <= write-through`` always, and OpenHCL's pattern, which
+rewrites every field it touches, writes at least as much again. Batched is strictly fewer when,
+inside one batched commit interval (VTL1 running, no count- or time-closed batch), the probes
+show a VMCS-backed VTL0 register change more often than batched can change its field
+(``_Coalescing``): e.g. VTL1 sets VTL0's EFER and sets it back before VTL0 runs again.
 
 Cross-backend: each example also replays the batched run on the other backend and expects the
 very same ``Run`` (counters included). Teeth: the last three tests break the model on purpose.
@@ -32,7 +40,7 @@ import trio.testing
 from hypothesis import event, given, settings, strategies as st
 
 import actors._state
-from actors import CommitPolicy, InternalError, TdxL2State
+from actors import CommitPolicy, InternalError, PartitionFailed, TdxL2State
 from actors._registers import PRIVATE_RESET, SHARED_RESET
 from protocol import (
     HV_VP_INDEX_SELF,
@@ -93,14 +101,13 @@ from protocol._x86 import (
     EFER_TCE,
     U64_MASK,
     U128_MASK,
-    VMCALL_LENGTH,
     Msr,
 )
 from runtime import Vp, open_runtime
 from tests.guest import long_mode_context
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 # ---- scenarios ------------------------------------------------------------------------------------
 
@@ -150,13 +157,16 @@ _PROBED: Final = (
     Reg.EFER,
     Reg.PAT,
     Reg.LSTAR,
+    Reg.SYSENTER_EIP,
+    Reg.DR7,
     Reg.RAX,
     Reg.RCX,
 )
-#: Indexes in ``_PROBED`` of registers whose value is one VMCS field's value (GUEST_RIP, GUEST_RSP,
-#: GUEST_RFLAGS, CR0/CR4 read shadows, GUEST_EFER, GUEST_PAT).
+#: Indexes in ``_PROBED`` of registers whose value is one VMCS field's value (CR0/CR4 read
+#: shadows, GUEST_EFER, GUEST_PAT, GUEST_SYSENTER_EIP, GUEST_DR7). RIP, RSP and RFLAGS are not
+#: VMCS fields (DOMAIN 7.1).
 _VMCS_PROBED: Final = tuple(
-    _PROBED.index(n) for n in (Reg.RIP, Reg.RSP, Reg.RFLAGS, Reg.CR0, Reg.CR4, Reg.EFER, Reg.PAT)
+    _PROBED.index(n) for n in (Reg.CR0, Reg.CR4, Reg.EFER, Reg.PAT, Reg.SYSENTER_EIP, Reg.DR7)
 )
 _CALLED: Final = VtlSwitched(to_vtl=Vtl.VTL1, entry_reason=HvVtlEntryReason.VTL_CALL)
 _ALL_REGISTERS: Final = tuple(Reg(name) for name in sorted(PRIVATE_RESET.keys() | SHARED_RESET.keys()))
@@ -178,6 +188,12 @@ def _or_flags(
 
 
 _U64 = st.integers(0, U64_MASK)
+#: RFLAGS that pass VM entry check 4 (bit 1 set; 63:22, 15, 5, 3 and VM clear), mostly; and any.
+_RFLAGS = st.one_of(
+    st.integers(0, (1 << 22) - 1).map(lambda v: (v | 0x2) & ~(1 << 15 | 1 << 5 | 1 << 3 | 1 << 17)),
+    st.integers(0, (1 << 22) - 1).map(lambda v: (v | 0x2) & ~(1 << 15 | 1 << 5 | 1 << 3 | 1 << 17)),
+    _U64,
+)
 _EFER_VALID = _or_flags([EFER_NXE, EFER_LME | EFER_NXE], [EFER_SCE, EFER_LMA, EFER_TCE, EFER_LME])
 _EFER_INVALID = st.one_of(
     _or_flags([EFER_LME, EFER_LME | EFER_LMA, 0], [EFER_SCE, EFER_LMA]),  # NXE clear
@@ -240,10 +256,13 @@ _ELEMENT = st.one_of(
     _element(Reg.RIP, _ADDRESS),
     _element(Reg.RIP, _ADDRESS),
     _element(Reg.RSP, _ADDRESS),
-    _element(Reg.RFLAGS, _U64),
+    _element(Reg.RFLAGS, _RFLAGS),
     _element(Reg.CR8, st.integers(0, 0x1F)),
     _element(Reg.PAT, _PAT_VALID, _PAT_INVALID),
     _element(Reg.LSTAR, _LSTAR_CANONICAL, _LSTAR_NON_CANONICAL),
+    _element(Reg.SYSENTER_EIP, _LSTAR_CANONICAL, _LSTAR_CANONICAL, _LSTAR_NON_CANONICAL),
+    _element(Reg.SYSENTER_EIP, st.sampled_from([0x1000, 0x2000])),  # often back and forth
+    _element(Reg.DR7, st.sampled_from([0x400, 0x401, 0x700])),
     _element(Reg.RAX, _U64),  # not settable: InvalidParameter ends the batch
 )
 #: Mostly VTL0 (the legal target from VTL1); the caller's VTL, VTL1, VTL2 and a bad value sometimes.
@@ -306,11 +325,17 @@ WINDOWED_SCENARIOS = st.builds(
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
-    """What one policy produced: the transcript, the final state and the VMCS work it cost."""
+    """What one policy produced: the transcript, the final state and the VMCS work it cost.
+
+    ``failure`` is the partition's ``PartitionFailed`` reason when a VM entry failed (then the
+    final state is not inspectable: None).
+    """
 
     transcript: list[object]
-    final_tdx: tuple[TdxL2State, TdxL2State]
-    final_registers: tuple[dict[Reg, int], dict[Reg, int]]
+    failure: str | None
+    final_tdx: tuple[TdxL2State, TdxL2State] | None
+    final_registers: tuple[dict[Reg, int], dict[Reg, int]] | None
+    vmcs_reads: int
     vmcs_writes: int
     commits: int
     window_commits: int
@@ -319,7 +344,7 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
 
 def _guest_fields(state: TdxL2State) -> TdxL2State:
     """``state`` with the policy-dependent counters zeroed."""
-    return msgspec.structs.replace(state, vmcs_writes=0, commits=0)
+    return msgspec.structs.replace(state, vmcs_reads=0, vmcs_writes=0, commits=0)
 
 
 async def _probe(vp: Vp) -> Outcome:
@@ -334,9 +359,8 @@ class _Coalescing:
 
     An interval runs from one VTL0 commit point of the batched policy to the next while VTL1
     runs; with no count- or time-closed batch inside it, batched changes each VMCS field at most
-    once per interval (zero times if it ends where it began), while eager changes it at least
-    once per transition the probes saw. A VtlCall opens an interval with VTL0 RIP already
-    moved by 3 (staged, not committed, by batched).
+    once per interval (zero times if it ends where it began), while write-through changes it
+    at least once per transition the probes saw.
     """
 
     __slots__ = ("due", "seen")
@@ -345,10 +369,8 @@ class _Coalescing:
         self.seen: dict[int, list[int]] | None = None
         self.due = False
 
-    def open(self, values: Sequence[int], *, after_call: bool) -> None:
+    def open(self, values: Sequence[int]) -> None:
         self.seen = {i: [values[i]] for i in _VMCS_PROBED}
-        if after_call:
-            self.seen[0].insert(0, (values[0] - VMCALL_LENGTH) & U64_MASK)
 
     def observe(self, values: Sequence[int]) -> None:
         if self.seen is not None:
@@ -374,37 +396,48 @@ async def _play(policy: CommitPolicy, scenario: Scenario, check_invariants: bool
             )
             vp = part.vp(0)
             transcript.extend([await vp.execute(action) for action in _BRING_UP])
-            for op in [VtlCall(), *scenario.ops]:
-                outcome: object = None
-                if isinstance(op, Inspect):
-                    transcript.append(_guest_fields(await vp.tdx_state(op.vtl)))
-                elif isinstance(op, Idle):
-                    await anyio.sleep(op.windows * scenario.batch_window)
-                else:
-                    outcome = await vp.execute(op)
-                    transcript.append(outcome)
-                probe = await _probe(vp)
-                transcript.append(probe)
-                if vp.active_vtl == Vtl.VTL0 or op == Inspect(Vtl.VTL0) or isinstance(op, Idle):
-                    coalescing.close()  # a VTL0 commit point (the RDMSR probe is a VTL0 entry)
-                if isinstance(probe, HypercallResult) and probe.status == HvStatus.SUCCESS:
-                    if outcome == _CALLED or op == Inspect(Vtl.VTL0):
-                        coalescing.open(probe.values, after_call=outcome == _CALLED)
+            try:
+                for op in [VtlCall(), *scenario.ops]:
+                    outcome: object = None
+                    if isinstance(op, Inspect):
+                        transcript.append(_guest_fields(await vp.tdx_state(op.vtl)))
+                    elif isinstance(op, Idle):
+                        await anyio.sleep(op.windows * scenario.batch_window)
                     else:
-                        coalescing.observe(probe.values)
+                        outcome = await vp.execute(op)
+                        transcript.append(outcome)
+                    probe = await _probe(vp)
+                    transcript.append(probe)
+                    if vp.active_vtl == Vtl.VTL0 or op == Inspect(Vtl.VTL0) or isinstance(op, Idle):
+                        coalescing.close()  # a VTL0 commit point (the RDMSR probe is a VTL0 entry)
+                    if isinstance(probe, HypercallResult) and probe.status == HvStatus.SUCCESS:
+                        if outcome == _CALLED or op == Inspect(Vtl.VTL0):
+                            coalescing.open(probe.values)
+                        else:
+                            coalescing.observe(probe.values)
+            except PartitionFailed as exc:
+                # DOMAIN 7.2: a VM entry failed and the partition ended; the history stops here.
+                transcript.append(("PartitionFailed", str(exc)))
+                coalescing.seen = None
             coalescing.close()
-            tdx = (await vp.tdx_state(Vtl.VTL0), await vp.tdx_state(Vtl.VTL1))
-            registers = (
-                await vp.registers(Vtl.VTL0, _ALL_REGISTERS),
-                await vp.registers(Vtl.VTL1, _ALL_REGISTERS),
-            )
             stats = vp.statistics()
-            assert stats.staged_updates == 0
+            tdx = registers = None
+            if part.failure is None:
+                full = (await vp.tdx_state(Vtl.VTL0), await vp.tdx_state(Vtl.VTL1))
+                tdx = (_guest_fields(full[0]), _guest_fields(full[1]))
+                registers = (
+                    await vp.registers(Vtl.VTL0, _ALL_REGISTERS),
+                    await vp.registers(Vtl.VTL1, _ALL_REGISTERS),
+                )
+                stats = vp.statistics()
+                assert stats.staged_updates == 0
             return Run(
                 transcript=transcript,
-                final_tdx=(_guest_fields(tdx[0]), _guest_fields(tdx[1])),
+                failure=part.failure,
+                final_tdx=tdx,
                 final_registers=registers,
-                vmcs_writes=tdx[0].vmcs_writes + tdx[1].vmcs_writes,
+                vmcs_reads=stats.vmcs_reads,
+                vmcs_writes=stats.vmcs_writes,
                 commits=stats.commits,
                 window_commits=rt.statistics().scheduler.window_commits,
                 fewer_writes_due=coalescing.due
@@ -423,12 +456,30 @@ def _run(backend: str, policy: CommitPolicy, scenario: Scenario, check_invariant
     return anyio.run(play, backend=backend)
 
 
-def _assert_same_guest_history(eager: Run, batched: Run) -> None:
-    assert batched.transcript == eager.transcript
-    assert batched.final_tdx == eager.final_tdx
-    assert batched.final_registers == eager.final_registers
-    assert batched.vmcs_writes <= eager.vmcs_writes
+def _write_through(scenario: Scenario) -> Scenario:
+    """``scenario`` under the batched policy's write-through variant: a commit per update."""
+    return msgspec.structs.replace(scenario, batch_max_updates=1)
+
+
+def _assert_same_guest_history(eager: Run, batched: Run, through: Run) -> None:
+    """One guest-visible history (VM-entry failures included); DOMAIN 7.1's count relations."""
+    for other in (batched, through):
+        assert other.transcript == eager.transcript
+        assert other.failure == eager.failure
+        assert other.final_tdx == eager.final_tdx
+        assert other.final_registers == eager.final_registers
+    assert batched.vmcs_reads == through.vmcs_reads == 0  # the write-back reads nothing
+    assert batched.vmcs_writes <= through.vmcs_writes <= eager.vmcs_writes
     assert batched.commits <= eager.commits
+
+
+def _three(backend: str, scenario: Scenario) -> tuple[Run, Run, Run]:
+    """Eager, batched and write-through runs of ``scenario`` on ``backend``."""
+    return (
+        _run(backend, "eager", scenario),
+        _run(backend, "batched", scenario),
+        _run(backend, "batched", _write_through(scenario)),
+    )
 
 
 # ---- tests ----------------------------------------------------------------------------------------
@@ -440,14 +491,15 @@ _BACKENDS = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @settings(max_examples=100, deadline=None)
 @given(scenario=SCENARIOS)
 def test_policies_agree_on_drawn_scenarios(backend: str, scenario: Scenario) -> None:
-    """Eager and batched commits give one transcript and final state; batched writes less VMCS."""
-    eager = _run(backend, "eager", scenario)
-    batched = _run(backend, "batched", scenario)
-    _assert_same_guest_history(eager, batched)
-    if eager.fewer_writes_due:
+    """Eager, batched and write-through give one transcript (VM-entry failures included) and
+    final state; batched writes no more than write-through, which writes no more than eager."""
+    eager, batched, through = _three(backend, scenario)
+    _assert_same_guest_history(eager, batched, through)
+    if batched.fewer_writes_due:
         event("a VMCS field changes twice inside one batch")
-        assert batched.vmcs_writes < eager.vmcs_writes
-    event("batched wrote fewer" if batched.vmcs_writes < eager.vmcs_writes else "batched wrote as many")
+        assert batched.vmcs_writes < through.vmcs_writes
+    event("VM entry failed" if eager.failure else "no VM-entry failure")
+    event("batched wrote fewer" if batched.vmcs_writes < through.vmcs_writes else "batched wrote as many")
     # The other backend runs the same model: everything, counters included, is identical.
     assert _run(_OTHER_BACKEND[backend], "batched", scenario) == batched
 
@@ -457,19 +509,20 @@ def test_policies_agree_on_drawn_scenarios(backend: str, scenario: Scenario) -> 
 @given(scenario=WINDOWED_SCENARIOS)
 def test_batch_window_commits_keep_the_transcript(backend: str, scenario: Scenario) -> None:
     """Batch windows closing mid-scenario (flusher commits) change no guest-visible outcome."""
-    eager = _run(backend, "eager", scenario)
+    _assert_same_guest_history(*_three(backend, scenario))
     batched = _run(backend, "batched", scenario)
-    _assert_same_guest_history(eager, batched)
     if backend == "trio":  # deterministic virtual time: the window closed whenever an Idle follows staging
         event("flusher committed" if batched.window_commits else "flusher idle")
 
 
 #: VTL1 switches VTL0 to long mode and moves its RIP in one batch, then returns (DOMAIN S4, S5).
+#: CR4.PAE comes first: without it the derived LMA would fail VM entry check 1 (DOMAIN 7.2).
 _MODE_SWITCH: Final = Scenario(
     ops=[
         SetVpRegisters(
             target_vtl=Vtl.VTL0,
             registers=[
+                RegisterAssoc(name=Reg.CR4, value=CR4_PAE),
                 RegisterAssoc(name=Reg.EFER, value=EFER_LME | EFER_NXE),
                 RegisterAssoc(name=Reg.CR0, value=CR0_PE | CR0_PG | CR0_ET),
                 RegisterAssoc(name=Reg.RIP, value=0x20_0000),
@@ -479,16 +532,30 @@ _MODE_SWITCH: Final = Scenario(
         Inspect(Vtl.VTL0),
     ]
 )
+#: The same batch without CR4.PAE: OpenHCL derives LMA anyway (no PAE guard), and VTL0's next VM
+#: entry fails check 1 (DOMAIN 7.2): the partition ends, under both policies, at the same step.
+_NO_PAE: Final = Scenario(
+    ops=[
+        msgspec.structs.replace(
+            _MODE_SWITCH.ops[0],  # type: ignore[arg-type]  # a SetVpRegisters
+            registers=_MODE_SWITCH.ops[0].registers[1:],  # type: ignore[union-attr]
+        ),
+        VtlReturn(),
+        Inspect(Vtl.VTL0),
+    ]
+)
 
 
 @_BACKENDS
 def test_mode_switch_batch_costs_fewer_vmcs_writes_when_batched(backend: str) -> None:
-    """SetVpRegisters([Efer=LME|NXE, Cr0=PE|PG|ET, Rip]) + VtlReturn: batched writes strictly less."""
-    eager = _run(backend, "eager", _MODE_SWITCH)
-    batched = _run(backend, "batched", _MODE_SWITCH)
-    _assert_same_guest_history(eager, batched)
-    assert eager.fewer_writes_due
-    assert batched.vmcs_writes < eager.vmcs_writes
+    """SetVpRegisters([Cr4=PAE, Efer=LME|NXE, Cr0=PE|PG|ET, Rip]) + VtlReturn: batched writes
+    less than write-through (GUEST_EFER changes twice in it: LME, then LMA), which writes less
+    than OpenHCL's eager pattern; the write-back reads nothing (DOMAIN 7.1)."""
+    eager, batched, through = _three(backend, _MODE_SWITCH)
+    _assert_same_guest_history(eager, batched, through)
+    assert batched.vmcs_writes < through.vmcs_writes < eager.vmcs_writes
+    assert eager.vmcs_reads > 0 == batched.vmcs_reads
+    assert batched.final_tdx is not None
     vtl0 = batched.final_tdx[Vtl.VTL0]
     assert vtl0.efer == EFER_LME | EFER_LMA | EFER_NXE
     assert vtl0.long_mode_guest
@@ -498,49 +565,80 @@ def test_mode_switch_batch_costs_fewer_vmcs_writes_when_batched(backend: str) ->
     assert probe_after_return == Completed(value=EFER_LME | EFER_LMA | EFER_NXE)  # VTL0's own RDMSR
 
 
+@_BACKENDS
+def test_lma_without_pae_fails_vm_entry_under_both_policies(backend: str) -> None:
+    """DOMAIN 7.2: SetVpRegisters(Efer=LME|NXE, Cr0=PE|PG|ET) with CR4.PAE = 0 succeeds (no PAE
+    guard); VTL0's first VM entry after the return fails check 1 and ends the partition."""
+    eager, batched, through = _three(backend, _NO_PAE)
+    _assert_same_guest_history(eager, batched, through)
+    assert batched.transcript[4] == HypercallResult(status=HvStatus.SUCCESS, reps_completed=3)
+    assert batched.transcript[6] == VtlSwitched(to_vtl=Vtl.VTL0, entry_reason=0)
+    kind, reason = batched.transcript[-1]  # type: ignore[misc]  # the recorded failure
+    assert kind == "PartitionFailed"
+    assert reason == batched.failure
+    assert reason.startswith("partition 0 vp 0 VTL0: VM entry failed")
+    assert "check 1 (IA-32e mode guest vs CR0.PG, CR4.PAE, CR4.PCIDE)" in reason
+    assert len(batched.transcript) == 8  # the failure is VTL0's first action after the return
+
+
 def _skip_lma_recompute(efer: int, cr0: int) -> int:
     return efer
 
 
 def test_skipped_lma_recompute_trips_an_invariant(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Teeth: with the LMA recompute skipped in one policy's run, the invariant check fails it."""
+    """Teeth: with the LMA recompute skipped in one policy's run, the invariant check fails it.
+
+    Eager commits inside VTL1's SetVpRegisters, where the invariant check runs before any VM
+    entry of VTL0 could notice (under batched, VM entry check 2 would end the partition first).
+    """
     _run("trio", "eager", _MODE_SWITCH)
     with monkeypatch.context() as patch:
         patch.setattr(actors._state, "derive_lma", _skip_lma_recompute)
         with pytest.raises(ExceptionGroup) as failure:  # raised inside open_runtime's task group
-            _run("trio", "batched", _MODE_SWITCH)
+            _run("trio", "eager", _MODE_SWITCH)
     assert failure.group_contains(InternalError, match=r"EFER\.LMA=0 but LME=1 PG=1")
 
 
 def test_skipped_lma_recompute_changes_the_transcript(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Teeth: without invariant checks, a policy that skips the LMA recompute shows in the transcript."""
+    """Teeth: without invariant checks, a policy that skips the LMA recompute shows in the
+    transcript: VTL0's VM entry fails check 2 (CR0.PG = 1 needs EFER.LME = EFER.LMA)."""
     eager = _run("asyncio", "eager", _MODE_SWITCH, check_invariants=False)
+    through = _run("asyncio", "batched", _write_through(_MODE_SWITCH), check_invariants=False)
     with monkeypatch.context() as patch:
         patch.setattr(actors._state, "derive_lma", _skip_lma_recompute)
         broken = _run("asyncio", "batched", _MODE_SWITCH, check_invariants=False)
     assert broken.transcript != eager.transcript
+    assert broken.failure is not None
+    assert "check 2 (EFER.LMA and EFER.LME)" in broken.failure
     with pytest.raises(AssertionError):
-        _assert_same_guest_history(eager, broken)
+        _assert_same_guest_history(eager, broken, through)
 
 
 def test_batching_that_commits_every_update_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Teeth: a batched policy that commits like eager fails the strictly-fewer-writes check."""
+    """Teeth: a batched policy that commits like write-through fails the strictly-fewer check."""
     restore = Scenario(
         ops=[
             SetVpRegisters(target_vtl=Vtl.VTL0, registers=[RegisterAssoc(name=Reg.EFER, value=EFER_NXE | 1)]),
             SetVpRegisters(target_vtl=Vtl.VTL0, registers=[RegisterAssoc(name=Reg.EFER, value=EFER_NXE)]),
         ]
     )
-    eager = _run("asyncio", "eager", restore)
-    assert eager.fewer_writes_due  # EFER changes and changes back inside one batch
-    stage = actors._state.VpState.stage
+    eager, batched, through = _three("asyncio", restore)
+    assert batched.fewer_writes_due  # EFER changes and changes back inside one batch
+    assert batched.vmcs_writes < through.vmcs_writes
+    stage, set_registers = actors._state.VpState.stage, actors._state.VpState.set_registers
 
-    def commit_every_update(vp: actors._state.VpState, vtl: int, name: int, value: int) -> None:
+    def stage_and_commit(vp: actors._state.VpState, vtl: int, name: int, value: int) -> None:
         stage(vp, vtl, name, value)
         vp.commit(vtl)
 
+    def set_and_commit(vp: actors._state.VpState, vtl: int, values: Iterable[tuple[int, int]]) -> None:
+        set_registers(vp, vtl, values)
+        vp.commit(vtl)
+
     with monkeypatch.context() as patch:
-        patch.setattr(actors._state.VpState, "stage", commit_every_update)
+        patch.setattr(actors._state.VpState, "stage", stage_and_commit)
+        patch.setattr(actors._state.VpState, "set_registers", set_and_commit)
         unbatched = _run("asyncio", "batched", restore)
-    _assert_same_guest_history(eager, unbatched)  # guest-visible behaviour is the same ...
-    assert unbatched.vmcs_writes == eager.vmcs_writes  # ... so only the strict check catches it
+    _assert_same_guest_history(eager, unbatched, through)  # guest-visible behaviour is the same ...
+    assert unbatched.fewer_writes_due
+    assert unbatched.vmcs_writes == through.vmcs_writes  # ... so only the strict check catches it

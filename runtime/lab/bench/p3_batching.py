@@ -1,8 +1,9 @@
 """P3: batched against eager commits on a register-update-heavy workload.
 
 VTL1 restores VTL0 context in bulk (SetVpRegisters of 16 registers, target VTL0, 4 calls per
-VTL call, then VTL0 runs again); batched vs eager (eager is OpenHCL's access pattern, DOMAIN
-7.1). Three ratios, PERFORMANCE.md P3: modelled TDCALLs (TDG.VP.RD + TDG.VP.WR) batched
+VTL call, then VTL0 runs again; consecutive rounds on a VP restore two different saved
+contexts, so VMCS-backed fields change every round); batched vs eager (eager is OpenHCL's
+access pattern, DOMAIN 7.1). Three ratios, PERFORMANCE.md P3: modelled TDCALLs (TDG.VP.RD + TDG.VP.WR) batched
 <= 0.05x eager; modelled cycles per register update <= 0.1x eager; updates per wall second
 batched >= 2x eager. The TDCALL and cycle ratios come from virtual-clock runs (no wall-clock
 batch window, so the counts are the same on every machine), the wall ratio from real-clock runs.
@@ -54,13 +55,16 @@ _CONTEXT: Final = (
 )
 
 
-def _restore(step: int) -> SetVpRegisters:
+def _restore(generation: int, step: int) -> SetVpRegisters:
+    """Step ``step`` of restoring saved context ``generation`` (0 or 1)."""
     registers = []
     for name, value in _CONTEXT:
         if name in (Reg.RIP, Reg.RSP):
             value += 16 * step
-        elif name == Reg.CR0 and step % 2:
+        elif name == Reg.CR0 and (step + generation) % 2:
             value ^= CR0_WP
+        elif name in (Reg.SYSENTER_EIP, Reg.SYSENTER_ESP, Reg.LSTAR):
+            value += 0x1000 * generation
         registers.append(RegisterAssoc(name=name, value=value))
     return SetVpRegisters(registers=registers, target_vtl=Vtl.VTL0)
 
@@ -76,26 +80,27 @@ async def _register_heavy(
         for partition in guests:
             await boot_partition(partition, random.Random(1))
         vps = [g.vp for partition in guests for g in partition]
-        messages = [_restore(step) for step in range(4)]
+        generations = [[_restore(generation, step) for step in range(4)] for generation in (0, 1)]
         updates = 0
 
-        async def one_round(vp: Vp) -> None:
+        async def one_round(vp: Vp, generation: int) -> None:
             await vp.execute(VtlCall())
-            for message in messages:
+            for message in generations[generation]:
                 await vp.execute(message)
             await vp.execute(_VTL_RETURN)
             await vp.execute(_VTL0_RUNS)  # VTL0 runs again: its entry commits the batch
 
         for vp in vps:  # warm-up: every VP leaves its boot values behind once, unmeasured
-            await one_round(vp)
+            await one_round(vp, 1)
         before = [vp.statistics() for vp in vps]
 
         async def lane(d: int) -> None:
             nonlocal updates
             mine = vps[d::drivers]
-            for k in range(calls // drivers // len(messages)):
-                await one_round(mine[k % len(mine)])
-                updates += len(_CONTEXT) * len(messages)
+            for k in range(calls // drivers // len(generations[0])):
+                # Each VP restores the other saved context than in its previous round.
+                await one_round(mine[k % len(mine)], (k // len(mine)) % 2)
+                updates += len(_CONTEXT) * len(generations[0])
 
         gc.collect()
         gc.freeze()
@@ -113,7 +118,7 @@ async def _register_heavy(
         commits = sum(a.commits - b.commits for a, b in zip(after, before, strict=True))
         costs = CostModel()
         calls_made = updates // len(_CONTEXT)
-        per_round = calls_made // len(messages)
+        per_round = calls_made // len(generations[0])
         # Modelled cycles of the measured actions (CostModel.charge): VtlCall and VtlReturn switch
         # VTL, SetVpRegisters is a hypercall, Rdmsr an exit; every TDG.VP.RD/WR is charged.
         cycles = (

@@ -37,7 +37,8 @@ def test_quick_bench_reports_every_figure_as_a_ratio(
     assert all(isinstance(f.detail["ratio_to_direct_call"], float) for f in p1)
     tdcalls, cycles, _ = (f for f in report.figures if f.id == "P3")
     assert tdcalls.unit == "TDCALLs"
-    assert tdcalls.floor == float(tdcalls.detail["eager_vmcs_reads"]) + float(tdcalls.detail["eager_vmcs_writes"])
+    eager = float(tdcalls.detail["eager_vmcs_reads"]) + float(tdcalls.detail["eager_vmcs_writes"])
+    assert tdcalls.floor == eager
     assert tdcalls.detail["batched_vmcs_reads"] == 0  # the write-back reads nothing (DOMAIN 7.1)
     assert 0 < tdcalls.ratio < 1
     assert cycles.unit == "cycles"

@@ -93,21 +93,26 @@ def test_unexpected_examples_do_not_depend_on_order() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "outcome", "switches", "writes", "expected"),
+    ("kind", "outcome", "switches", "reads", "writes", "expected"),
     [
-        (ActionKind.INSTRUCTION, "Intercepted", 0, 0, 9_000),
-        (ActionKind.HYPERCALL, "VtlSwitched", 1, 1, 8_500 + 1_200),
-        (ActionKind.HYPERCALL, "HypercallResult", 0, 2, 4_000 + 500 + 4_000 + 2_400),
-        (ActionKind.INSTRUCTION, "Completed", 0, 0, 4_000 + 4_000),
-        (ActionKind.INSTRUCTION, "InterceptDropped", 0, 0, 4_000 + 4_000),
-        (ActionKind.NO_EXIT, "Completed", 0, 3, 3_600),
+        (ActionKind.INSTRUCTION, "Intercepted", 0, 1, 0, 9_000 + 1_200),
+        (ActionKind.HYPERCALL, "VtlSwitched", 1, 42, 40, 8_500 + 82 * 1_200),
+        (ActionKind.HYPERCALL, "HypercallResult", 0, 0, 2, 4_000 + 500 + 4_000 + 2_400),
+        (ActionKind.INSTRUCTION, "Completed", 0, 0, 0, 4_000 + 4_000),
+        (ActionKind.INSTRUCTION, "InterceptDropped", 0, 0, 0, 4_000 + 4_000),
+        (ActionKind.INSTRUCTION, "InterceptPosted", 0, 0, 0, 4_000 + 4_000),
+        (ActionKind.NO_EXIT, "Completed", 0, 0, 3, 3_600),
     ],
 )
 def test_cost_model_charges_what_an_action_did(
-    kind: ActionKind, outcome: str, switches: int, writes: int, expected: int
+    kind: ActionKind, outcome: str, switches: int, reads: int, writes: int, expected: int
 ) -> None:
-    """COSTS.md section 3 defaults: intercept, switch, hypercall, exit, no exit, plus VMCS writes."""
-    assert CostModel().charge(kind, outcome, switches, 1, writes) == expected
+    """COSTS.md section 3 defaults: intercept, switch, hypercall, exit, no exit, plus every
+    TDG.VP.RD at tdcall_vp_rd and TDG.VP.WR at tdcall_vp_wr (DOMAIN 7.1)."""
+    assert CostModel().charge(kind, outcome, switches, 1, reads, writes) == expected
+    costs = CostModel(tdcall_vp_rd=100, tdcall_vp_wr=10)
+    base = costs.charge(kind, outcome, switches, 1, 0, 0)
+    assert costs.charge(kind, outcome, switches, 1, reads, writes) == base + 100 * reads + 10 * writes
 
 
 def test_every_parameter_has_a_status() -> None:
@@ -205,8 +210,8 @@ def test_trace_slices_never_overlap_and_mark_intercepts() -> None:
     message = InterceptMessage(
         message_type=0x8001_0006, vp_index=1, instruction_length=3, access_type=1, rip=0, rflags=2
     )
-    trace.action("MovToCr", Intercepted(message=message), 0, 5_000, 0, 1, 1, 2)
-    trace.action("Wrmsr", Completed(), 1_000, 9_000, 1, 1, 0, 0)  # intended start before the VP was free
+    trace.action("MovToCr", Intercepted(message=message), 0, 5_000, 0, 1, 1, 1, 2)
+    trace.action("Wrmsr", Completed(), 1_000, 9_000, 1, 1, 0, 0, 0)  # intended start before the VP was free
     document = trace_document([trace], 0, "virtual")
     slices = [e for e in document["traceEvents"] if e["ph"] == "X"]
     assert [(s["ts"], s["dur"]) for s in slices] == [(0.0, 5.0), (5.0, 4.0)]
