@@ -9,12 +9,18 @@ import msgspec
 import pytest
 from hdrh.histogram import HdrHistogram
 
+from protocol import MovToCr, Rdmsr
+from protocol._x86 import CR0_ET, CR0_PG, Msr
 from runtime.cli import main
 from runtime.lab.metrics import recorded
 from runtime.lab.report import PhaseReport, Report
+from runtime.lab.workloads import OPERATIONS
 
 if TYPE_CHECKING:
+    import random
     from pathlib import Path
+
+    from runtime.lab.workloads import Guest
 
 SMALL = ("--partitions", "4", "--vps", "2", "--drivers", "2", "--clock", "virtual", "--no-progress")
 
@@ -426,3 +432,32 @@ def test_bad_cost_files_give_one_line(
     path.write_text(content)
     line = one_error_line(capsys, ["run", *SMALL, "--costs", str(path)])
     assert expected in line
+
+
+def test_failed_partitions_are_counted_and_the_run_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DOMAIN 7.2 in an experiment: a guest that ends its partition (MOV CR0 with PG and no PE,
+    then a VM entry) leaves the run; the report lists the partition and its reason, and every
+    other partition keeps running its operations."""
+    workload = OPERATIONS["exits"]
+    original = workload.episode
+
+    async def fatal_on_partition_1(guest: Guest, rng: random.Random) -> None:
+        if guest.partition == 1:
+            await guest.do(MovToCr(cr=0, value=CR0_PG | CR0_ET))
+            await guest.do(Rdmsr(msr=Msr.APIC_BASE))  # VM entry fails: PartitionFailed
+        await original(guest, rng)
+
+    monkeypatch.setattr(workload, "episode", fatal_on_partition_1)
+    report = run(tmp_path, "--ops", "60", "--workload", "exits")
+    ops = phase(report)
+    assert [f.partition for f in ops.failed_partitions] == [1]
+    reason = ops.failed_partitions[0].reason
+    assert reason.startswith("partition 1 vp ")
+    assert "check 3 (CR0 and CR4 fixed bits)" in reason
+    assert ops.failed == 2  # both VPs of partition 1 left the run
+    assert ops.operations == 60  # the other partitions did every operation
+    assert phase(report, "boot").failed_partitions == []
+    out = capsys.readouterr().out
+    assert "partitions ended by a fatal error (DOMAIN 7.2): 1" in out
