@@ -409,7 +409,11 @@ def set_vp_register(
             # DOMAIN 7.4: set_registers stores TPR = CR8 << 4 (a 32-bit APIC register) and
             # registers() returns TPR >> 4, so CR8 keeps its low 28 bits.
             value = ((value << 4) & 0xFFFF_FFFF) >> 4
-        registers_roundtrip(vp, target, ((name, value),))
+        if vp.eager or (name != _CR0 and not vp.read(target, _CR0) & CR0_ET):
+            registers_roundtrip(vp, target, ((name, value),))
+        else:
+            # Batched, and CR0 keeps ET: set_registers changes nothing but this register.
+            vp.stage(target, name, value)
         return _OK
     if name in _ARCH_SETTABLE:
         if vp.eager:

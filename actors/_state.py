@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from protocol import HvRegisterName as Reg, InterceptMessage, Vtl
 from protocol._x86 import APIC_BASE_BSP, APIC_BASE_DEFAULT, CR0_PE
 
-from ._entry import entry_failures, rip64_mode, rip_failure
+from ._entry import entry_failures, rip64_mode
 from ._registers import PRIVATE_RESET, SHARED_RESET, RegisterFile
 from ._tdx import (
     MODE_REGISTERS,
@@ -55,8 +55,8 @@ _RESET_IMAGES: dict[tuple[int, int], dict[int, int]] = {}
 _PLAIN: Final = 1  # one VMCS field (PLAIN_FIELDS)
 _MULTI: Final = 2  # several VMCS fields (segments, tables)
 _MODE: Final = 4  # CR0/CR4/EFER: re-derive the mode fields
-_RIP_CHANGED: Final = 8  # only VM-entry check 5 is affected
-_CHECKED: Final = 16  # a full VM-entry check is due
+_RIP_CHANGED: Final = 8  # only VM-entry check 5 is affected: checked in the commit itself
+_CHECKED: Final = 16  # the VM-entry checks are due
 _COMMIT_FLAGS: Final[dict[int, int]] = {
     **dict.fromkeys(PLAIN_FIELDS, _PLAIN),
     **dict.fromkeys(SEGMENT_FIELDS, _MULTI),
@@ -69,10 +69,6 @@ _COMMIT_FLAGS: Final[dict[int, int]] = {
     Reg.RFLAGS: _CHECKED,
     Reg.RIP: _RIP_CHANGED,
 }
-#: ``VtlState.entry_check``: what the next VM entry of the VTL must verify.
-ENTRY_VERIFIED: Final = 0
-ENTRY_RIP: Final = 1
-ENTRY_FULL: Final = 2
 
 
 def _reset_image(vtl: Vtl, vmx_cr4_fixed1: int) -> dict[int, int]:
@@ -113,8 +109,9 @@ class VtlState:
 
     ``sint0_message`` is what the SIMP slot of SINT0 holds (None: header type HvMessageTypeNone,
     the slot is free) and ``sint0_pending`` its header's MessagePending flag (DOMAIN 7.3).
-    ``entry_check`` says what the next VM entry must verify (``ENTRY_VERIFIED``, ``ENTRY_RIP``,
-    ``ENTRY_FULL``), ``rip64`` whether the last full check found 64-bit mode (IA-32e, CS.L).
+    ``entry_check`` is True when the next VM entry must run the guest-state checks (the
+    committed state changed where they look since they last passed); ``rip64`` whether the last
+    check found 64-bit mode (IA-32e, CS.L), where RIP may use 64 bits.
     """
 
     __slots__ = (
@@ -147,7 +144,7 @@ class VtlState:
         self.vmcs_reads = 0
         self.vmcs_writes = 0
         self.commits = 0
-        self.entry_check = ENTRY_FULL
+        self.entry_check = True
         self.rip64 = False
         # VP assist page VTL control block (offsets 0x08, 0x10, 0x18).
         self.entry_reason = 0
@@ -318,6 +315,14 @@ class VpState:
                 flags = _COMMIT_FLAGS.get(name)
                 if flags is None:
                     continue
+                if flags == _RIP_CHANGED:
+                    # The hot path (an instruction's RIP advance): check 5 inline, and only a RIP
+                    # that could fail it (bits 63:32 set, and not canonical in 64-bit mode) makes
+                    # the entry checks due.
+                    top = value >> 56
+                    if value >> 32 and not (state.rip64 and (top == 0 or top == 0xFF)):
+                        entry = _CHECKED
+                    continue
                 entry |= flags
                 if flags & _MODE:
                     mode = True
@@ -346,9 +351,7 @@ class VpState:
                     vmcs[field] = value
                     writes += 1
         if entry & _CHECKED:
-            state.entry_check = ENTRY_FULL
-        elif entry & _RIP_CHANGED and not state.entry_check:
-            state.entry_check = ENTRY_RIP
+            state.entry_check = True
         state.commits += 1
         state.staged_updates = 0
         if not counted or self.eager:
@@ -365,21 +368,18 @@ class VpState:
     def entry_failures(self, vtl: int) -> list[str]:
         """The failed VM-entry checks of ``vtl``'s committed state (DOMAIN 7.2); [] to enter.
 
-        Only what changed since the last successful entry is checked again: after a commit that
-        moved only RIP, check 5 alone (the pure function's answer is the same).
+        The pure function ``actors._entry.entry_failures``; the commit only skips calling it
+        when nothing it looks at changed since it last passed (a RIP that passes check 5).
         """
         state = self.vtls[vtl]
-        read = state.regs.read_committed
-        if state.entry_check == ENTRY_RIP:
-            failure = rip_failure(read(_RIP), state.rip64)
-            problems = [failure] if failure is not None else []
-        else:
-            vmcs = state.vmcs
-            config = self.config
-            problems = entry_failures(read, vmcs, config.vmx_cr4_fixed1, config.physical_address_bits)
-            state.rip64 = rip64_mode(vmcs)
+        vmcs = state.vmcs
+        config = self.config
+        problems = entry_failures(
+            state.regs.read_committed, vmcs, config.vmx_cr4_fixed1, config.physical_address_bits
+        )
+        state.rip64 = rip64_mode(vmcs)
         if not problems:
-            state.entry_check = ENTRY_VERIFIED
+            state.entry_check = False
         return problems
 
     def tdx_state(self, vtl: int) -> TdxL2State:

@@ -24,6 +24,7 @@ from protocol import (
     EFER_NXE,
     HV_VP_INDEX_SELF,
     Action,
+    ClearMessageSlot,
     EnablePartitionVtl,
     EnableVpVtl,
     GetVpRegisters,
@@ -122,7 +123,9 @@ async def main() -> None:
         )
         assert isinstance(out, HypercallResult)
         assert out.values[0] & EFER_LMA
-        await step(vp, "SetVpRegisters(Eom)", SetVpRegisters(registers=assoc((Reg.EOM, 0))))
+        # The secure kernel frees the SINT0 slot by writing HvMessageTypeNone into its header
+        # (EOM would not free it, DOMAIN 7.3).
+        await step(vp, "ClearMessageSlot(SINT0)", ClearMessageSlot())
         await step(vp, "VtlReturn(fast)", VtlReturn(fast=True))
         await step(vp, "GetVpRegisters(VsmVpStatus)", GetVpRegisters(names=[Reg.VSM_VP_STATUS]))
         rax = (await vp.registers(Vtl.VTL0, [Reg.RAX]))[Reg.RAX]

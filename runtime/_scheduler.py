@@ -248,8 +248,6 @@ class BatchingScheduler:
         return True
 
     def _after_step(self, cell: VpCell) -> None:
-        if cell.partition.failure is not None:
-            return
         if cell not in self._dirty:
             vtls = cell.actor.state.vtls
             if vtls[0].staged_updates or vtls[1].staged_updates:
