@@ -51,7 +51,6 @@ from protocol._x86 import (
     is_canonical,
 )
 
-from ._access import validate_context_value, validate_efer
 from ._errors import PartitionFailed
 from ._intercepts import (
     cr_write_armed,
@@ -64,6 +63,7 @@ from ._intercepts import (
 )
 from ._tdcalls import mov_to_cr_tdcalls, wrmsr_efer_tdcalls
 from ._tdx import VmcsField, msr_write_intercepted
+from ._validation import validate_context_value, validate_efer
 from ._vsm import GuestVsmState, PartitionView
 
 if TYPE_CHECKING:

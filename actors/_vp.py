@@ -41,7 +41,7 @@ from protocol import (
     Xsetbv,
 )
 
-from ._access import context_load_error, registers_roundtrip
+from ._access import registers_roundtrip
 from ._errors import PartitionFailed, VpNotRunning
 from ._hypercalls import Handler, handle_hypercall
 from ._instructions import (
@@ -58,6 +58,7 @@ from ._pending import deliver_pending_event
 from ._registers import PRIVATE_RESET, SHARED_RESET
 from ._state import GuestVsmVpState, VpState
 from ._tdcalls import CONTEXT_LOAD
+from ._validation import context_load_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-import anyio
 import pytest
 
 from actors import PartitionFailed, VpFailed
@@ -84,23 +83,26 @@ async def test_callers_already_waiting_get_partition_failed() -> None:
         vp0 = part.vp(0)
         assert await vp0.execute(MovToCr(cr=0, value=CR0_PG | CR0_ET)) == Completed()
         requests = part.statistics().supervisor.requests
-        results: dict[str, BaseException | object] = {}
-
-        async def run(name: str, index: int, action: object) -> None:
+        scheduler = rt._scheduler
+        cells = part._cells.cells
+        posts = [
+            ("vp1-parked", 1, EnablePartitionVtl(target_vtl=Vtl.VTL1)),
+            ("vp0-fatal", 0, Rdmsr(msr=Msr.APIC_BASE)),
+            *((f"vp{index}-queued-{k}", index, _STATUS) for index in (2, 3) for k in range(3)),
+        ]
+        # Posted in one synchronous block, so the scheduler's first pass sees them in this order
+        # on either backend: VP 1's hypercall runs up to its supervisor request, then VP 0's VM
+        # entry fails the partition before VPs 2 and 3 (whose actions are queued) take a step.
+        slots = {}
+        for name, index, action in posts:
+            slots[name] = scheduler.backend.slot()
+            scheduler.post_action(cells[index], action, slots[name])
+        results: dict[str, object] = {}
+        for name, slot in slots.items():
             try:
-                results[name] = await part.vp(index).execute(action)  # type: ignore[arg-type]
+                results[name] = await slot
             except PartitionFailed as exc:
                 results[name] = exc
-
-        async with anyio.create_task_group() as tg:
-            # Started in this order, posted in this order: the scheduler's first pass runs VP 1's
-            # hypercall up to its supervisor request, then VP 0's entry fails the partition
-            # before VPs 2 and 3 (whose actions are queued) take a step.
-            tg.start_soon(run, "vp1-parked", 1, EnablePartitionVtl(target_vtl=Vtl.VTL1))
-            tg.start_soon(run, "vp0-fatal", 0, Rdmsr(msr=Msr.APIC_BASE))
-            for index in (2, 3):
-                for k in range(3):
-                    tg.start_soon(run, f"vp{index}-queued-{k}", index, _STATUS)
         assert part.failure is not None
         assert "vp 0 VTL0: VM entry failed" in part.failure
         assert "check 3 (CR0 and CR4 fixed bits)" in part.failure
