@@ -117,11 +117,10 @@ def plot_report(report: Report, path: str | Path) -> None:
             (batched.counters.vmcs_writes, eager.counters.vmcs_writes),
             (batched.modelled.total_cycles, eager.modelled.total_cycles),
         ]
-        ratios = [b / e if e else 0.0 for b, e in values]
+        ratios: list[float] = [b / e if e else 0.0 for b, e in values]
         # A log axis: the TDCALL ratios are orders of magnitude below 1, throughput above it.
         # A zero ratio (batched never reads) has no bar; its label sits on the axis floor.
-        positive = [r for r in ratios if r > 0] or [1.0]
-        floor = min([*positive, 1.0]) / 4
+        floor = min([*(r for r in ratios if r > 0), 1.0]) / 4
         colors = ["tab:green", "tab:blue", "tab:orange", "tab:red", "tab:purple"]
         bars = ax.bar(labels, [r if r > 0 else floor for r in ratios], color=colors)
         ax.set_yscale("log")
