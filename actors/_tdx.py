@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 from protocol import HvRegisterName as Reg, Vtl
+from protocol._base import hex_repr
 from protocol._x86 import (
     CR0_GUEST_OWNED,
     CR0_PG,
@@ -263,6 +264,9 @@ class TdxL2State(msgspec.Struct, frozen=True, kw_only=True):
     vmcs_reads: int
     vmcs_writes: int
     commits: int
+
+    def __repr__(self) -> str:
+        return hex_repr(self)
 
     @classmethod
     def from_image(

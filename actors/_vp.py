@@ -40,6 +40,7 @@ from protocol import (
     Wrmsr,
     Xsetbv,
 )
+from protocol._base import hex_repr
 
 from ._access import registers_roundtrip
 from ._errors import PartitionFailed, VpNotRunning
@@ -106,6 +107,9 @@ class VtlControl(msgspec.Struct, frozen=True, kw_only=True):
     vina_asserted: bool
     return_rax: int
     return_rcx: int
+
+    def __repr__(self) -> str:
+        return hex_repr(self)
 
 
 class VpStatistics(msgspec.Struct, frozen=True, kw_only=True):

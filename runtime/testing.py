@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Final
 
 from protocol import (
     ExceptionInjected,
+    HvRegisterName,
     HvStatus,
     HypercallResult,
     InitialVpContext,
@@ -91,8 +92,19 @@ def long_mode_context(rip: int = 0x1000, *, rsp: int = 0x8000, user: bool = Fals
     )
 
 
+#: x86 exception mnemonics by vector (those a refused guest action can raise, and a few more).
+_EXCEPTIONS: Final = {0: "#DE", 6: "#UD", 8: "#DF", 13: "#GP", 14: "#PF", 18: "#MC"}
+
+
+def _register(name: int) -> str:
+    try:
+        return f"{HvRegisterName(name).name} ({name:#x})"
+    except ValueError:
+        return f"{name:#x}"
+
+
 def describe(outcome: Outcome) -> str:
-    """One readable phrase for an outcome (for timelines and logs)."""
+    """One readable phrase for an outcome (for timelines and logs); register values in hex."""
     if isinstance(outcome, HypercallResult):
         text = f"{HvStatus(outcome.status).name} (reps {outcome.reps_completed})"
         if outcome.values:
@@ -103,7 +115,7 @@ def describe(outcome: Outcome) -> str:
     if isinstance(outcome, Intercepted | InterceptPosted | InterceptDropped):
         m = outcome.message
         detail = (
-            f"register {m.register_name:#x} value {m.value or 0:#x}"
+            f"register {_register(m.register_name)} value {m.value or 0:#x}"
             if m.register_name is not None
             else f"msr {m.msr:#x}"
             if m.msr is not None
@@ -117,8 +129,9 @@ def describe(outcome: Outcome) -> str:
             head = f"DROPPED ({outcome.reason})"
         return f"{head}: message {m.message_type:#x} {detail} rip {m.rip:#x} length {m.instruction_length}"
     if isinstance(outcome, ExceptionInjected):
-        code = "" if outcome.error_code is None else f"({outcome.error_code:#x})"
-        return f"exception {outcome.vector}{code} injected"
+        name = _EXCEPTIONS.get(outcome.vector, "")
+        code = "" if outcome.error_code is None else f", error code {outcome.error_code:#x}"
+        return f"exception {name}{' ' if name else ''}(vector {outcome.vector}{code}) injected"
     return "completed" if outcome.value is None else f"completed, value {outcome.value:#x}"
 
 
