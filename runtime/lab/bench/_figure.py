@@ -1,14 +1,23 @@
-"""What a bench figure is: the measured value, its floor from the same run, the ratio and the target."""
+"""What a bench figure is (the value, its floor from the same run, the ratio, the target) and its table."""
 
 from __future__ import annotations
 
+import textwrap
+from typing import Final
+
 import msgspec
 
-__all__ = ("BenchReport", "Figure", "percentile", "render_table")
+__all__ = ("TABLE_WIDTH", "BenchReport", "Figure", "percentile", "render_table")
+
+#: The bench table fits in this many columns.
+TABLE_WIDTH: Final = 100
 
 
 class Figure(msgspec.Struct, frozen=True, kw_only=True):
-    """One measured figure, its floor from the same run, the ratio and the target."""
+    """One measured figure, its floor (same unit) from the same run, the ratio and the target.
+
+    ``met`` is None when no verdict is passed: a smoke run (``--quick``), or a peer's row.
+    """
 
     id: str
     name: str
@@ -43,15 +52,48 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
-def render_table(figures: list[Figure]) -> str:
-    """The figures as a plain-text table, one line each."""
-    lines = [
-        f"{'id':<4}{'figure':<62}{'value':>20}{'floor':>12}{'ratio':>9}  {'met':<5}target",
-    ]
+def _with_unit(value: float, unit: str, width: int) -> str:
+    text = f"{_num(value)}{unit}" if unit.startswith("/") else f"{_num(value)} {unit}"
+    if len(text) >= width and unit.endswith("/s"):
+        text = f"{_num(value)}/s"  # "509,278 updates/s" -> "509,278/s": the name says what
+    return text
+
+
+# Column widths: id, figure, value, floor, ratio, target, met (they add up to TABLE_WIDTH).
+_W: Final = (4, 33, 15, 15, 7, 21, 5)
+
+
+def _cell(text: str, width: int) -> str:
+    return text if len(text) < width else text[: width - 2] + "~"
+
+
+def render_table(figures: list[Figure], *, quick: bool = False) -> str:
+    """The figures as a table of at most ``TABLE_WIDTH`` columns, then what each floor is."""
+    wid, wname, wvalue, wfloor, wratio, wtarget, _ = _W
+    lines = []
+    if quick:
+        lines.append("smoke run (--quick): small sizes, ratios shown, no verdict passed")
+    lines.append(
+        f"{'id':<{wid}}{'figure':<{wname}}{'value':>{wvalue}}{'floor':>{wfloor}}{'ratio':>{wratio}}"
+        f"  {'target':<{wtarget - 2}}{'met'}"
+    )
+    floors: dict[str, str] = {}
     for f in figures:
-        floor = _num(f.floor) if f.floor is not None else "-"
+        value = _with_unit(f.value, f.unit, wvalue)
+        floor = _with_unit(f.floor, f.unit, wfloor) if f.floor is not None else "-"
         ratio = f"{f.ratio:.3g}x" if f.ratio is not None else "-"
         met = "-" if f.met is None else "yes" if f.met else "NO"
-        value = f"{_num(f.value)} {f.unit}"
-        lines.append(f"{f.id:<4}{f.name[:61]:<62}{value:>20}{floor:>12}{ratio:>9}  {met:<5}{f.target}")
+        lines.append(
+            f"{f.id:<{wid}}{_cell(f.name, wname):<{wname}}{value:>{wvalue}}{floor:>{wfloor}}"
+            f"{ratio:>{wratio}}  {_cell(f.target, wtarget - 2):<{wtarget - 2}}{met}"
+        )
+        if f.floor_name:
+            floors.setdefault(f.floor_name, f.id)
+    if floors:
+        lines.append("")
+        text = "floors (measured in this run, same unit as the value): " + "; ".join(
+            f"{figure} {name}" for name, figure in floors.items()
+        )
+        lines.extend(textwrap.wrap(text, TABLE_WIDTH, subsequent_indent="  "))
+    lines.append("ratio = value / floor; targets: README 'Performance'")
     return "\n".join(lines)

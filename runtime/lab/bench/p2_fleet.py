@@ -2,7 +2,7 @@
 
 2,500 partitions x 4 VPs (all started), 100 closed-loop drivers executing ``Rdmsr`` on random
 VPs, against a raw asyncio fleet (10,000 Queue-fed actor tasks, 100 clients); both fleets live
-in one event loop and take turns (4 rounds each). Target: >= 0.8x the raw fleet's asks/s,
+in one event loop and take turns (4 rounds each). Target: >= 1.0x the raw fleet's asks/s,
 p99 <= 3 ms.
 """
 
@@ -12,7 +12,7 @@ import gc
 import random
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import anyio
 
@@ -27,7 +27,10 @@ from .floors import Ask, raw_fleet
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ("measure_p2",)
+__all__ = ("FLOOR_RATIO", "measure_p2")
+
+#: P2's target: at least this many times the raw fleet's asks per second.
+FLOOR_RATIO: Final = 1.0
 
 
 @asynccontextmanager
@@ -106,14 +109,14 @@ def measure_p2(quick: bool) -> list[Figure]:
     return [
         Figure(
             id="P2",
-            name=f"fleet {partitions} x 4 VPs, {clients} drivers, Rdmsr asks/s (asyncio)",
+            name=f"fleet {partitions}x4 VPs, {clients} drivers",
             value=round(rate),
-            unit="asks/s",
+            unit="/s",
             floor=round(raw_rate),
             floor_name=f"raw asyncio fleet ({partitions * 4} Queue actors)",
             ratio=round(ratio, 3),
-            target=">= 0.8x floor and p99 <= 3 ms",
-            met=ratio >= 0.8 and p99 <= 3e6,
+            target=f">={FLOOR_RATIO}x, p99<=3ms",
+            met=ratio >= FLOOR_RATIO and p99 <= 3e6,
             detail={
                 "p50_us": percentile(lat, 0.5) / 1000,
                 "p99_us": p99 / 1000,

@@ -1,24 +1,25 @@
-"""``tdvsm bench --quick``: every figure is measured beside its floor and reported as a ratio."""
+"""``tdvsm bench``: every figure is a ratio against a floor of the same run; --quick passes no verdict."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
+import anyio
 import msgspec
+import pytest
 
 from runtime.cli import main
-from runtime.lab.bench import BenchReport
+from runtime.lab.bench import BenchReport, Figure, peers
+from runtime.lab.bench._figure import TABLE_WIDTH, render_table
+from runtime.lab.bench.floors import interleaved
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import pytest
 
-
-def test_quick_bench_reports_every_figure_as_a_ratio(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """--quick measures P1 (both backends), P2, P3, P4 and P7, each with a ratio (no thresholds)."""
+def test_quick_bench_is_a_smoke_run_of_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--quick measures P1 (both backends), P2, P3, P4 and P7 beside their floors, with no verdict."""
     path = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--report", str(path)]) == 0
     report = msgspec.json.decode(path.read_bytes(), type=BenchReport)
@@ -28,12 +29,12 @@ def test_quick_bench_reports_every_figure_as_a_ratio(
     assert ids == ["P1", "P1", "P2", "P3", "P3", "P3", "P4", "P4", "P4", "P7"]
     for figure in report.figures:
         assert figure.value > 0
-        assert figure.ratio is not None
-        assert figure.ratio > 0
-        assert figure.met is not None
+        assert figure.floor is not None
+        assert figure.floor > 0, figure.name
+        assert figure.ratio == pytest.approx(figure.value / figure.floor, rel=0.01)
+        assert figure.met is None  # a smoke run passes no verdict
     p1 = [f for f in report.figures if f.id == "P1"]
     assert {f.name.rsplit(", ", 1)[1] for f in p1} == {"asyncio", "trio"}
-    assert all(f.floor is not None and f.floor > 0 for f in p1)
     assert all(isinstance(f.detail["ratio_to_direct_call"], float) for f in p1)
     tdcalls, cycles, _ = (f for f in report.figures if f.id == "P3")
     assert tdcalls.unit == "TDCALLs"
@@ -46,9 +47,67 @@ def test_quick_bench_reports_every_figure_as_a_ratio(
     assert 0 < cycles.ratio < 1
     p7 = next(f for f in report.figures if f.id == "P7")
     assert p7.detail["identical_reports"] == "yes"
+    assert "asyncio" in p7.floor_name
     out = capsys.readouterr().out
-    assert "ratio" in out
-    assert "P7" in out
+    assert out.startswith("smoke run (--quick)")
+    assert not re.search(r" (NO|yes)$", out, re.MULTILINE)
+
+
+def test_bench_table_fits_in_100_columns_with_units() -> None:
+    """Every line is at most 100 columns; values and floors carry their unit; floors are named."""
+    figures = [
+        Figure(
+            id="P1",
+            name="vp.execute(Rdmsr) p50, asyncio",
+            value=9.11,
+            unit="us",
+            floor=6.94,
+            floor_name="raw asyncio Queue+Future ask",
+            ratio=1.31,
+            target="<=1.5x, <peers",
+            met=True,
+        ),
+        Figure(
+            id="P3",
+            name="a figure whose name is much longer than the column gives it",
+            value=509_278,
+            unit="updates/s",
+            floor=358_260,
+            floor_name="eager policy",
+            ratio=1.42,
+            target="a target that does not fit either",
+            met=False,
+        ),
+        Figure(
+            id="P4",
+            name="RSS of 10,000x4 idle VPs",
+            value=0.102,
+            unit="GiB",
+            floor=0.3,
+            floor_name="raw asyncio actors",
+            ratio=0.34,
+            target="<=1.5 GiB",
+            met=True,
+        ),
+    ]
+    table = render_table(figures)
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= TABLE_WIDTH
+    assert "9.11 us" in table
+    assert "6.94 us" in table
+    assert "509,278/s" in table  # the long unit is shortened rather than overflowing its column
+    assert "0.102 GiB" in table
+    assert re.search(r"P3 .*~", table)  # truncation is marked
+    assert "raw asyncio Queue+Future ask" in table
+    assert re.search(r" NO$", table, re.MULTILINE)
+    assert not table.startswith("smoke run")
+    assert render_table(figures, quick=True).startswith("smoke run (--quick)")
+
+
+def test_bench_refuses_check_with_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """--check --quick: a smoke run passes no verdict, so asking it for one is a usage error."""
+    assert main(["bench", "--quick", "--check"]) == 2
+    assert "no verdict" in capsys.readouterr().err
 
 
 def test_bench_only_runs_the_named_figures(tmp_path: Path) -> None:
@@ -58,3 +117,45 @@ def test_bench_only_runs_the_named_figures(tmp_path: Path) -> None:
     report = msgspec.json.decode(path.read_bytes(), type=BenchReport)
     assert {figure.id for figure in report.figures} == {"P4"}
     assert len(report.figures) == 3
+
+
+def test_peers_without_any_peer_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--peers with none of thespian, pykka, xoscar installed names the extra to install."""
+    monkeypatch.setattr(peers, "installed", list)
+    monkeypatch.setattr("runtime.lab.bench.installed", list)
+    assert main(["bench", "--quick", "--peers", "--only", "P1"]) == 2
+    assert "pip install -e '.[peers]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(peers.PEERS))
+def test_each_installed_peer_answers_like_the_floor(name: str) -> None:
+    """Each peer's ask returns handler(message), alternated with others by ``interleaved``."""
+    pytest.importorskip(name)
+
+    async def ask_twice() -> list[list[int]]:
+        async with peers.peer_ask(name) as ask:
+            assert await ask(41) == 42
+            return await interleaved([ask], 20)
+
+    samples = anyio.run(ask_twice, backend="asyncio")
+    assert len(samples[0]) == 20
+    assert all(ns > 0 for ns in samples[0])
+
+
+def test_quick_bench_with_peers_measures_them_beside_p1(tmp_path: Path) -> None:
+    """--peers: one row per installed peer per backend it runs on, each as a ratio to the floor."""
+    found = peers.installed()
+    if not found:
+        pytest.skip("the peers extra is not installed")
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--peers", "--only", "P1", "--report", str(path)]) == 0
+    report = msgspec.json.decode(path.read_bytes(), type=BenchReport)
+    rows = [f.name.strip() for f in report.figures]
+    for name in found:
+        assert f"peer {name} ask p50, asyncio" in rows
+        assert (f"peer {name} ask p50, trio" in rows) == (peers.PEERS[name] == "any")
+    ours = next(f for f in report.figures if f.name == "vp.execute(Rdmsr) p50, asyncio")
+    assert "ratio_to_fastest_peer" in ours.detail
+    assert ours.target.endswith("<peers")
