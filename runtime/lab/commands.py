@@ -1,4 +1,4 @@
-"""The experiment subcommands of ``tdvsm``: ``run``, ``bench`` and ``workloads``.
+"""The experiment subcommands of ``tdvsm``: ``run``, ``compare``, ``bench`` and ``workloads``.
 
 ``add_commands`` registers their parsers on the dispatcher's subparsers; each parsed command
 carries its handler, which returns the exit status. Bad options raise ``UsageError``.
@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
+from .capacity import check_fleet
 from .costs import CostModel, CostModelError, load_cost_model
 from .experiment import run_experiment
+from .outputs import JSON, PLOT_FORMATS, check_directory, check_file
 from .records import ExperimentOptions, Progress, RunData
+from .report import DEFAULT_COST_SOURCE
+from .thresholds import THRESHOLD_FAILED, Threshold, ThresholdError, check_thresholds, parse_threshold
 from .usage import UsageError, non_negative_int, positive_float, positive_int
 from .workloads import MixError, describe, resolve
 
@@ -38,7 +43,7 @@ DEFAULT_VIRTUAL_OPS = 20_000
 def add_commands(
     sub: argparse._SubParsersAction[Parser], *, bench_extra: Callable[[], Mapping[str, Runner]] | None = None
 ) -> None:
-    """Register ``run``, ``bench`` and ``workloads`` on the ``tdvsm`` subparsers.
+    """Register ``run``, ``compare``, ``bench`` and ``workloads`` on the ``tdvsm`` subparsers.
 
     ``bench_extra`` gives the bench figures measured outside ``lab`` (loaded only when the
     bench runs).
@@ -47,6 +52,9 @@ def add_commands(
     size = run.add_argument_group("size")
     size.add_argument("--partitions", type=positive_int, default=DEFAULT_PARTITIONS, help="partitions (300)")
     size.add_argument("--vps", type=positive_int, default=DEFAULT_VPS, help="VPs per partition (4)")
+    size.add_argument(
+        "--force", action="store_true", help="run a fleet even when it is estimated not to fit in memory"
+    )
     load = run.add_argument_group("load")
     load.add_argument("--workload", default="mixed", help="a workload name or a TOML/JSON mix file (mixed)")
     stop = load.add_mutually_exclusive_group()
@@ -71,36 +79,51 @@ def add_commands(
     how.add_argument("--costs", metavar="FILE", help="cost model overrides (TOML or JSON)")
     out = run.add_argument_group("output")
     out.add_argument("--report", metavar="FILE.json", help="write the JSON report")
-    out.add_argument("--plot", metavar="FILE.png", help="write latency CDFs and throughput plots")
+    out.add_argument("--plot", metavar="FILE.png", help="write latency and throughput plots (.png/.svg/.pdf)")
+    out.add_argument("--hgrm", metavar="DIR", help="write one HdrHistogram .hgrm file per action type")
     out.add_argument(
         "--trace", metavar="FILE.json", help="write a Perfetto/Chrome trace of sampled VPs (first run)"
     )
     out.add_argument("--trace-vps", type=non_negative_int, default=8, help="VPs sampled for --trace (8)")
     out.add_argument("--include-wall", action="store_true", help="virtual clock: add wall-clock facts")
     out.add_argument(
+        "--threshold",
+        metavar="EXPR",
+        action="append",
+        default=[],
+        help="a pass/fail check such as 'SetVpRegisters.p99<5us' (repeatable; exit 99 if one fails)",
+    )
+    out.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="(on a terminal)"
     )
     run.set_defaults(handler=_run)
-    bench = sub.add_parser("bench", help="the performance suite (PERFORMANCE.md P1-P4, P7)")
-    bench.add_argument("--quick", action="store_true", help="small sizes (seconds; used by the tests)")
+    compare = sub.add_parser("compare", help="two run reports side by side", description=_COMPARE_HELP)
+    compare.add_argument("a", metavar="A.json", help="the baseline report (tdvsm run --report)")
+    compare.add_argument("b", metavar="B.json", help="the report compared with it")
+    compare.add_argument("--plot", metavar="FILE.png", help="overlay the latency CDFs of A and B")
+    compare.set_defaults(handler=_compare)
+    bench = sub.add_parser("bench", help="the performance suite (targets P1-P8, README 'Performance')")
+    bench.add_argument("--quick", action="store_true", help="smoke run: small sizes, no verdict")
     bench.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    bench.add_argument(
+        "--peers", action="store_true", help="measure thespian, pykka and xoscar beside P1 (extra 'peers')"
+    )
     bench.add_argument("--only", metavar="P1,P2,...", help="run only these figures")
     bench.add_argument("--report", metavar="FILE.json", help="write the results as JSON")
     bench.set_defaults(handler=_bench, bench_extra=bench_extra)
     sub.add_parser("workloads", help="list the workloads").set_defaults(handler=_workloads)
 
 
+_COMPARE_HELP = (
+    "Print two tdvsm run reports side by side, per phase, action type and operation: p50, p99, "
+    "p99.9, throughput, TDCALLs and commits, each with the ratio B/A."
+)
+
 _RUN_HELP = (
     "Create partitions, bring up Guest VSM on each (DOMAIN S1/S2), then run a workload with "
     "closed-loop drivers (or open loop with --rate), and report per action type throughput and "
     "latency percentiles. With no options: 300 partitions x 4 VPs, mixed workload, 10 s."
 )
-
-
-def _check_output(path: str | None, option: str) -> None:
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        msg = f"{option} {path}: directory {Path(path).resolve().parent} does not exist"
-        raise UsageError(msg)
 
 
 def _options(args: argparse.Namespace, policy: str) -> ExperimentOptions:
@@ -182,20 +205,26 @@ def _run(args: argparse.Namespace) -> int:
     if args.compare_policies and args.commit_policy is not None:
         msg = "--compare-policies runs both commit policies: drop --commit-policy"
         raise UsageError(msg)
-    for path, option in ((args.report, "--report"), (args.plot, "--plot"), (args.trace, "--trace")):
-        _check_output(path, option)
-    costs, overridden, source = CostModel(), frozenset[str](), "COSTS.md section 3 defaults"
+    report_path = check_file(args.report, "--report", JSON)
+    plot_path = check_file(args.plot, "--plot", PLOT_FORMATS)
+    trace_path = check_file(args.trace, "--trace", JSON)
+    hgrm_dir = check_directory(args.hgrm, "--hgrm")
+    thresholds = _thresholds(args.threshold)
+    costs, overridden, source = CostModel(), frozenset[str](), DEFAULT_COST_SOURCE
     if args.costs is not None:
         try:
             costs, overridden = load_cost_model(args.costs)
         except CostModelError as exc:
             raise UsageError(str(exc)) from None
-        source = f"COSTS.md section 3 defaults, overridden by {Path(args.costs).name}"
+        source = f"{DEFAULT_COST_SOURCE}, overridden by {Path(args.costs).name}"
     try:
         policies = ["batched", "eager"] if args.compare_policies else [args.commit_policy or "batched"]
         options = [_options(args, policy) for policy in policies]
     except MixError as exc:
         raise UsageError(str(exc)) from None
+    estimate = check_fleet(args.partitions, args.vps, force=args.force)
+    if estimate is not None:
+        print(f"tdvsm run: fleet: {estimate.describe()}", file=sys.stderr)
     runs: list[RunData] = []
     for opts in options:
         label = f"{opts.commit_policy} " if args.compare_policies else ""
@@ -207,20 +236,58 @@ def _run(args: argparse.Namespace) -> int:
         overridden=overridden,
         include_wall=True if args.include_wall else None,
     )
+    if thresholds:
+        report = msgspec.structs.replace(report, thresholds=check_thresholds(report, thresholds))
     print(render_table(report))
-    if args.report:
-        Path(args.report).write_bytes(encode_report(report))
-        print(f"report: {args.report}")
-    if args.plot:
+    for warning in report.warnings:
+        print(f"tdvsm run: warning: {warning}", file=sys.stderr)
+    if report_path is not None:
+        report_path.write_bytes(encode_report(report))
+        print(f"report: {report_path}")
+    if plot_path is not None:
         from .plots import plot_report  # matplotlib is slow to import
 
-        plot_report(report, args.plot)
-        print(f"plot: {args.plot}")
-    if args.trace:
+        plot_report(report, plot_path)
+        print(f"plot: {plot_path}")
+    if hgrm_dir is not None:
+        from .hgrm import UNIT, write_hgrm
+
+        files = write_hgrm(report, hgrm_dir)
+        print(
+            f"hgrm: {hgrm_dir}/ ({len(files)} files, values in {UNIT[0]}; plot with an HdrHistogram plotter)"
+        )
+    if trace_path is not None:
         from .trace import write_trace
 
-        write_trace(args.trace, runs[0].traces, runs[0].origin, opts.clock)
-        print(f"trace: {args.trace} ({len(runs[0].traces)} VPs; open in https://ui.perfetto.dev)")
+        write_trace(str(trace_path), runs[0].traces, runs[0].origin, opts.clock)
+        print(f"trace: {trace_path} ({len(runs[0].traces)} VPs; open in https://ui.perfetto.dev)")
+    failed = [t for t in report.thresholds if not t.passed]
+    if failed:
+        print(
+            f"tdvsm run: {len(failed)} of {len(report.thresholds)} threshold checks failed", file=sys.stderr
+        )
+        return THRESHOLD_FAILED
+    return 0
+
+
+def _thresholds(expressions: list[str]) -> list[Threshold]:
+    try:
+        return [parse_threshold(expression) for expression in expressions]
+    except ThresholdError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import load_report, render_comparison
+
+    plot_path = check_file(args.plot, "--plot", PLOT_FORMATS)
+    a, b = load_report(args.a), load_report(args.b)
+    print(render_comparison(a, b, args.a, args.b))
+    if plot_path is not None:
+        from .plots import plot_comparison
+
+        plot_comparison(a, b, plot_path, (Path(args.a).name, Path(args.b).name))
+        print(f"plot: {plot_path}")
     return 0
 
 
@@ -233,5 +300,16 @@ def _workloads(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench  # the suite is only loaded when asked for
 
+    if args.quick and args.check:
+        msg = "--check judges the targets, --quick is a smoke run that passes no verdict: drop one"
+        raise UsageError(msg)
+    report_path = check_file(args.report, "--report", JSON)
     extra = args.bench_extra() if args.bench_extra is not None else None
-    return run_bench(quick=args.quick, check=args.check, only=args.only, report=args.report, extra=extra)
+    return run_bench(
+        quick=args.quick,
+        check=args.check,
+        only=args.only,
+        report=str(report_path) if report_path is not None else None,
+        extra=extra,
+        peers=args.peers,
+    )

@@ -44,6 +44,8 @@ from .._clock import Clock, RealClock, VirtualClock
 from .._host import open_runtime
 from .metrics import PhaseRecorder
 from .records import (
+    OPEN_LOOP_GRACE,
+    Counters,
     ExperimentOptions as ExperimentOptions,
     PhaseData,
     Progress,
@@ -57,6 +59,7 @@ from .workloads import OPERATIONS, Driver, Guest, Unexpected, boot_partition, re
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
+    from .._host import Partition, Runtime
     from .costs import CostModel
 
 __all__ = ("ExperimentOptions", "run_experiment")
@@ -68,13 +71,25 @@ _TIMELINE_START_NS: Final = {"real": 1_000_000, "virtual": 1_000}
 class _Phase:
     """Shared state of the drivers of one phase."""
 
-    def __init__(self, options: ExperimentOptions, recorder: PhaseRecorder, origin: int) -> None:
+    def __init__(self, options: ExperimentOptions, recorder: PhaseRecorder, origin: int, paced: bool) -> None:
         self.options = options
         self.recorder = recorder
         self.origin = origin
         self.done = 0
         self.failed = 0
+        #: Open loop: operations whose intended start fell inside the duration but that had not
+        #: started when the grace period ran out.
+        self.never_started = 0
         self.drivers: list[Driver] = []
+        duration = options.duration
+        self.paced = paced and options.rate is not None
+        self.duration_ns = None if duration is None else round(duration * 1e9)
+        # Open loop with a duration: no operation starts after the duration plus the grace.
+        self.deadline_ns = (
+            None
+            if not self.paced or self.duration_ns is None
+            else self.duration_ns + round(self.duration_ns * OPEN_LOOP_GRACE)
+        )
 
     def clock(self, start: int) -> Clock:
         return VirtualClock(start) if self.options.clock == "virtual" else RealClock()
@@ -82,11 +97,37 @@ class _Phase:
     def stopped(self, driver: Driver, k: int, quota: int | None, intended: int | None) -> bool:
         if quota is not None:
             return k >= quota
-        duration = self.options.duration
-        if duration is None:
+        if self.duration_ns is None:
             return False
         now = intended if intended is not None else driver.clock.now()
-        return now - self.origin >= duration * 1e9
+        return now - self.origin >= self.duration_ns
+
+    def intended(self, driver: Driver, k: int) -> int:
+        """Open loop: when driver ``driver`` should start its operation ``k``."""
+        rate = self.options.rate
+        assert rate is not None  # only paced phases ask
+        return self.origin + round((driver.index + k * self.options.drivers) * 1e9 / rate)
+
+    def late(self, driver: Driver, k: int) -> bool:
+        """True (and the rest of the driver's window counted) once the grace period is over."""
+        if self.deadline_ns is None or driver.clock.now() - self.origin < self.deadline_ns:
+            return False
+        self.never_started += _in_window(self, driver.index) - k
+        return True
+
+
+def _in_window(phase: _Phase, index: int) -> int:
+    """Operations driver ``index`` is meant to start inside the duration (open loop)."""
+    rate, n, duration_ns = phase.options.rate, phase.options.drivers, phase.duration_ns
+    assert rate is not None
+    assert duration_ns is not None
+    # Operation i (driver i % n) is due at round(i / rate): count the i due before the end.
+    total = max(0, int(duration_ns * rate / 1e9))
+    while total > 0 and round((total - 1) * 1e9 / rate) >= duration_ns:
+        total -= 1
+    while round(total * 1e9 / rate) < duration_ns:
+        total += 1
+    return max(0, (total - index + n - 1) // n)
 
 
 async def _lane(
@@ -94,30 +135,27 @@ async def _lane(
     driver: Driver,
     quota: int | None,
     step: Callable[[int], Awaitable[str | None]],
-    open_loop: bool,
 ) -> None:
     """Run operations ``step(0), step(1), ...`` on one driver until its share is done."""
-    options = phase.options
     clock = driver.clock
-    n = options.drivers
-    rate = options.rate
+    recorder = phase.recorder
+    paced = phase.paced
     k = 0
     while True:
-        intended = None
-        if open_loop and rate:
-            intended = phase.origin + round((driver.index + k * n) * 1e9 / rate)
-        if phase.stopped(driver, k, quota, intended):
+        intended = phase.intended(driver, k) if paced else None
+        if phase.stopped(driver, k, quota, intended) or phase.late(driver, k):
             return
         if intended is not None:
             await clock.wait_until(intended)
             driver.start_at = start = intended
         else:
             start = clock.now()
+        driver.commits = driver.reads = driver.writes = 0
         workload = await step(k)
         if workload is None:
             return
         driver.start_at = None
-        phase.recorder.record_episode(workload, clock.now() - start)
+        recorder.record_episode(workload, clock.now() - start, driver.commits, driver.reads, driver.writes)
         phase.done += 1
         k += 1
 
@@ -140,9 +178,11 @@ async def _run_phase(
     total: tuple[float, str],
     make_lane: Callable[[_Phase, Driver], Coroutine[Any, Any, None]],
     costs: CostModel,
+    *,
+    paced: bool,
 ) -> tuple[_Phase, int]:
     recorder = PhaseRecorder(origin, _TIMELINE_START_NS[options.clock])
-    phase = _Phase(options, recorder, origin)
+    phase = _Phase(options, recorder, origin, paced)
     phase.drivers = [Driver(d, phase.clock(origin), recorder, costs) for d in range(options.drivers)]
     wall_start = time.perf_counter_ns()
     progress.start(name, *total)
@@ -176,6 +216,39 @@ def _end(phase: _Phase, origin: int) -> int:
     return max(driver.clock.now() for driver in phase.drivers) - origin
 
 
+def _phase_data(
+    name: str, phase: _Phase, duration: int, wall: int, counters: Counters, failures: dict[int, str]
+) -> PhaseData:
+    data = PhaseData(name, phase.recorder, duration, wall, counters, phase.failed, failures)
+    if phase.paced:
+        data.rate = phase.options.rate
+        data.never_started = phase.never_started
+        if phase.deadline_ns is not None and phase.duration_ns is not None:
+            data.grace_ns = phase.deadline_ns - phase.duration_ns
+    return data
+
+
+#: Partitions created between two progress updates (and event-loop checkpoints).
+_CREATE_CHUNK: Final = 256
+
+
+async def _create_fleet(rt: Runtime, options: ExperimentOptions, progress: Progress) -> list[Partition]:
+    """Create the fleet's partitions, with a progress bar (a large fleet takes a while)."""
+    partitions: list[Partition] = []
+    progress.start("create", options.partitions, "partitions")
+    try:
+        for _ in range(options.partitions):
+            partitions.append(
+                await rt.create_partition(vp_count=options.vps, commit_policy=options.commit_policy)
+            )
+            if len(partitions) % _CREATE_CHUNK == 0:
+                progress.update(len(partitions))
+        progress.update(len(partitions))
+    finally:
+        progress.close()
+    return partitions
+
+
 async def run_experiment(
     options: ExperimentOptions, costs: CostModel, progress: Progress | None = None
 ) -> RunData:
@@ -187,10 +260,7 @@ async def run_experiment(
     virtual = options.clock == "virtual"
     thresholds = gc.get_threshold()
     async with open_runtime(seed=options.seed, clock=options.clock) as rt:
-        partitions = [
-            await rt.create_partition(vp_count=options.vps, commit_policy=options.commit_policy)
-            for _ in range(options.partitions)
-        ]
+        partitions = await _create_fleet(rt, options, progress)
         placeholder = Driver(-1, RealClock(), PhaseRecorder(0, 1), None)
         guests = [
             [Guest(p.vp(i), p.partition_id, i, placeholder) for i in range(options.vps)] for p in partitions
@@ -229,17 +299,22 @@ async def run_experiment(
                             guest.failed = True
                     return "boot"
 
-                await _lane(phase, driver, len(mine), step, boot_open)
+                await _lane(phase, driver, len(mine), step)
 
             boot, wall = await _run_phase(
-                "boot", options, origin, progress, (len(guests), "partitions"), boot_lane, costs
+                "boot",
+                options,
+                origin,
+                progress,
+                (len(guests), "partitions"),
+                boot_lane,
+                costs,
+                paced=boot_open,
             )
             after = collect_counters(rt)
             duration = _end(boot, origin) if virtual else wall
             failures = partition_failures(rt)
-            data.phases.append(
-                PhaseData("boot", boot.recorder, duration, wall, after.minus(before), boot.failed, failures)
-            )
+            data.phases.append(_phase_data("boot", boot, duration, wall, after.minus(before), failures))
             if options.mix.weights:
                 origin = origin + duration if virtual else time.perf_counter_ns()
                 ops = await _operations(options, costs, progress, flat, origin)
@@ -247,15 +322,7 @@ async def run_experiment(
                 duration = _end(ops[0], origin) if virtual else ops[1]
                 new = {pid: why for pid, why in partition_failures(rt).items() if pid not in failures}
                 data.phases.append(
-                    PhaseData(
-                        "operations",
-                        ops[0].recorder,
-                        duration,
-                        ops[1],
-                        final.minus(after),
-                        ops[0].failed,
-                        new,
-                    )
+                    _phase_data("operations", ops[0], duration, ops[1], final.minus(after), new)
                 )
             scheduler = rt.statistics().scheduler
             data.scheduler = msgspec.structs.asdict(scheduler)
@@ -307,10 +374,10 @@ async def _operations(
                 mine.remove(guest)
             return names[choice]
 
-        await _lane(phase, driver, quota, step, True)
+        await _lane(phase, driver, quota, step)
 
     if options.ops is not None:
         total: tuple[float, str] = (options.ops, "ops")
     else:
         total = (options.duration or 0.0, "s")
-    return await _run_phase("operations", options, origin, progress, total, op_lane, costs)
+    return await _run_phase("operations", options, origin, progress, total, op_lane, costs, paced=True)

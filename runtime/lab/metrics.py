@@ -155,7 +155,9 @@ class PhaseRecorder:
         "_episodes",
         "_histograms",
         "_latency_counts",
+        "action_work",
         "actions",
+        "episode_work",
         "origin",
         "outcomes",
         "timeline",
@@ -174,9 +176,32 @@ class PhaseRecorder:
         self.unexpected_counts: dict[str, int] = {}
         self.timeline = Timeline(timeline_width)
         self.actions = 0
+        #: Action type / workload -> [commits, TDG.VP.RD, TDG.VP.WR] done during its actions.
+        self.action_work: dict[str, list[int]] = {}
+        self.episode_work: dict[str, list[int]] = {}
 
-    def record(self, action: str, outcome: str, latency: int, end: int) -> None:
-        """One action of type ``action`` ended at ``end`` after ``latency`` ns."""
+    def record(
+        self,
+        action: str,
+        outcome: str,
+        latency: int,
+        end: int,
+        commits: int = 0,
+        reads: int = 0,
+        writes: int = 0,
+    ) -> None:
+        """One action of type ``action`` ended at ``end`` after ``latency`` ns.
+
+        ``commits``, ``reads`` and ``writes`` are the commits and the modelled TDG.VP.RD and
+        TDG.VP.WR its VP did during it.
+        """
+        if commits or reads or writes:
+            work = self.action_work.get(action)
+            if work is None:
+                work = self.action_work[action] = [0, 0, 0]
+            work[0] += commits
+            work[1] += reads
+            work[2] += writes
         counts = self._latency_counts.get(action)
         if counts is None:
             counts = self._latency_counts[action] = {}
@@ -188,8 +213,17 @@ class PhaseRecorder:
         self.timeline.add(end - self.origin)
         self.actions += 1
 
-    def record_episode(self, workload: str, latency: int) -> None:
+    def record_episode(
+        self, workload: str, latency: int, commits: int = 0, reads: int = 0, writes: int = 0
+    ) -> None:
         """One operation of ``workload`` took ``latency`` ns (from its intended start)."""
+        if commits or reads or writes:
+            work = self.episode_work.get(workload)
+            if work is None:
+                work = self.episode_work[workload] = [0, 0, 0]
+            work[0] += commits
+            work[1] += reads
+            work[2] += writes
         counts = self._episode_counts.get(workload)
         if counts is None:
             counts = self._episode_counts[workload] = {}

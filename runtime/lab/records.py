@@ -6,7 +6,7 @@ what ``run_experiment`` measured; ``Counters`` are the runtime's counters summed
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, final
+from typing import TYPE_CHECKING, Final, Literal, final
 
 import msgspec
 
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from .trace import VpTrace
 
 __all__ = (
+    "OPEN_LOOP_GRACE",
+    "RATE_HELD",
     "BackendName",
     "partition_failures",
     "ClockName",
@@ -29,6 +31,13 @@ __all__ = (
     "RunData",
     "collect_counters",
 )
+
+#: Open loop with a duration: the grace period, as a fraction of the duration. Late operations
+#: still start until the duration plus the grace has passed; those due inside the duration that
+#: had not started by then are counted (``never_started``), not run.
+OPEN_LOOP_GRACE: Final = 0.1
+#: Open loop: an achieved rate under this fraction of the target is reported as not held.
+RATE_HELD: Final = 0.95
 
 BackendName = Literal["asyncio", "trio"]
 ClockName = Literal["real", "virtual"]
@@ -85,7 +94,18 @@ class PhaseData:
     """What one phase measured; ``partition_failures`` maps the partitions a fatal condition
     ended during the phase (DOMAIN 7.2) to their reasons."""
 
-    __slots__ = ("counters", "duration_ns", "failed", "name", "partition_failures", "recorder", "wall_ns")
+    __slots__ = (
+        "counters",
+        "duration_ns",
+        "failed",
+        "grace_ns",
+        "name",
+        "never_started",
+        "partition_failures",
+        "rate",
+        "recorder",
+        "wall_ns",
+    )
 
     def __init__(
         self,
@@ -104,6 +124,11 @@ class PhaseData:
         self.counters = counters
         self.failed = failed
         self.partition_failures = partition_failures or {}
+        #: Open loop: the target rate, the operations due inside the duration that never
+        #: started, and the grace period (None when the phase was not paced).
+        self.rate: float | None = None
+        self.never_started = 0
+        self.grace_ns: int | None = None
 
 
 @final

@@ -19,7 +19,7 @@ import msgspec
 
 from .costs import CostModel, CostParameter, action_kind, describe
 from .metrics import LatencyStats, encode, latency_stats
-from .records import Counters, ExperimentOptions, RunData
+from .records import RATE_HELD, Counters, ExperimentOptions, RunData
 
 if TYPE_CHECKING:
     from .records import PhaseData
@@ -31,9 +31,11 @@ __all__ = (
     "CostReport",
     "FailedPartition",
     "ModelledCost",
+    "OpenLoopReport",
     "PhaseReport",
     "Report",
     "RunReport",
+    "ThresholdResult",
     "TimelineReport",
     "WallReport",
     "WorkloadReport",
@@ -41,7 +43,7 @@ __all__ = (
     "encode_report",
 )
 
-SCHEMA: Final = "tdvsm.report/1"
+SCHEMA: Final = "tdvsm.report/2"
 
 
 class ActionReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +55,10 @@ class ActionReport(msgspec.Struct, frozen=True, kw_only=True):
     latency: LatencyStats
     outcomes: dict[str, int]
     histogram: str
+    #: Commits and modelled TDG.VP.RD / TDG.VP.WR the VP did during actions of this type.
+    commits: int = 0
+    vmcs_reads: int = 0
+    vmcs_writes: int = 0
 
 
 class WorkloadReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,6 +71,26 @@ class WorkloadReport(msgspec.Struct, frozen=True, kw_only=True):
     unexpected: int
     unexpected_examples: list[str]
     histogram: str
+    #: Commits and modelled TDG.VP.RD / TDG.VP.WR during this workload's operations.
+    commits: int = 0
+    vmcs_reads: int = 0
+    vmcs_writes: int = 0
+
+
+class OpenLoopReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether an open-loop phase held its target rate.
+
+    ``held`` is false when the achieved rate is under ``RATE_HELD`` (95%) of the target.
+    ``never_started`` counts operations due inside the duration that had not started when the
+    grace period (``grace_ns`` past the duration) ran out.
+    """
+
+    target_per_second: float
+    achieved_per_second: float
+    ratio: float
+    held: bool
+    never_started: int
+    grace_ns: int | None
 
 
 class TimelineReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,6 +140,7 @@ class PhaseReport(msgspec.Struct, frozen=True, kw_only=True):
     actions_by_type: list[ActionReport]
     workloads: list[WorkloadReport]
     timeline: TimelineReport
+    open_loop: OpenLoopReport | None = None
 
 
 class RunReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,7 +169,7 @@ class Comparison(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CostReport(msgspec.Struct, frozen=True, kw_only=True):
-    """The cost model in force; ``illustrative`` values rest on no measurement (COSTS.md)."""
+    """The cost model in force; ``illustrative`` values rest on no measurement (see ``note``)."""
 
     source: str
     note: str
@@ -169,6 +196,17 @@ class WallReport(msgspec.Struct, frozen=True, kw_only=True):
     scheduler: list[dict[str, int]]
 
 
+class ThresholdResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``--threshold`` check on one run: what was observed and whether it passed."""
+
+    expression: str
+    run: str
+    phase: str
+    observed: float | None
+    passed: bool
+    note: str = ""
+
+
 class Report(msgspec.Struct, frozen=True, kw_only=True):
     """The whole report of ``tdvsm run``."""
 
@@ -182,12 +220,18 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     runs: list[RunReport]
     comparison: Comparison | None
     wall: WallReport | None
+    #: Things a reader must not miss (an open-loop rate that was not held, ...).
+    warnings: list[str] = []
+    thresholds: list[ThresholdResult] = []
 
 
 _COST_NOTE: Final = (
-    "Virtual latencies are modelled, not measured. Defaults come from shared/spec/COSTS.md "
-    "section 3; parameters with status 'illustrative' rest on no public measurement."
+    "Virtual latencies are modelled, not measured. The defaults and the evidence behind each "
+    "(codes E1-E18, N1-N3 in 'basis') are in tdvsm's README, section 'Cost model', and in the "
+    "runtime.lab.costs module; parameters with status 'illustrative' rest on no public measurement."
 )
+#: Where the defaults of the cost model are documented (shipped with the package).
+DEFAULT_COST_SOURCE: Final = "tdvsm defaults, README 'Cost model'"
 
 
 def _rate(count: int, ns: int) -> float:
@@ -233,6 +277,9 @@ def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
             latency=latency_stats(histogram),
             outcomes=outcomes.get(name, {}),
             histogram=encode(histogram),
+            commits=recorder.action_work.get(name, _NO_WORK)[0],
+            vmcs_reads=recorder.action_work.get(name, _NO_WORK)[1],
+            vmcs_writes=recorder.action_work.get(name, _NO_WORK)[2],
         )
         for name, histogram in sorted(recorder.histograms.items())
     ]
@@ -245,6 +292,9 @@ def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
             unexpected=recorder.unexpected_counts.get(name, 0),
             unexpected_examples=recorder.unexpected.get(name, []),
             histogram=encode(histogram),
+            commits=recorder.episode_work.get(name, _NO_WORK)[0],
+            vmcs_reads=recorder.episode_work.get(name, _NO_WORK)[1],
+            vmcs_writes=recorder.episode_work.get(name, _NO_WORK)[2],
         )
         for name, histogram in sorted(recorder.episodes.items())
     ]
@@ -268,7 +318,41 @@ def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
         actions_by_type=actions,
         workloads=workloads,
         timeline=TimelineReport(bucket_ns=recorder.timeline.width, counts=list(recorder.timeline.counts)),
+        open_loop=_open_loop(phase, _rate(operations, ns)),
     )
+
+
+_NO_WORK: Final = (0, 0, 0)
+
+
+def _open_loop(phase: PhaseData, achieved: float) -> OpenLoopReport | None:
+    if phase.rate is None:
+        return None
+    ratio = round(achieved / phase.rate, 3)
+    return OpenLoopReport(
+        target_per_second=phase.rate,
+        achieved_per_second=achieved,
+        ratio=ratio,
+        held=achieved >= RATE_HELD * phase.rate,
+        never_started=phase.never_started,
+        grace_ns=phase.grace_ns,
+    )
+
+
+def _warnings(runs: list[RunReport]) -> list[str]:
+    """What a reader must not miss, one sentence each."""
+    warnings = []
+    for run in runs:
+        for phase in run.phases:
+            loop = phase.open_loop
+            if loop is not None and not loop.held:
+                missed = f"; {loop.never_started:,} operations never started" if loop.never_started else ""
+                warnings.append(
+                    f"{run.commit_policy} {phase.phase}: open loop did not hold its rate: "
+                    f"{loop.achieved_per_second:,.0f} of {loop.target_per_second:,.0f} operations/s "
+                    f"({loop.ratio:.0%}){missed}; latencies count from the intended starts"
+                )
+    return warnings
 
 
 def _ratio(a: float, b: float) -> float:
@@ -323,7 +407,7 @@ def build_report(
     runs: list[RunData],
     costs: CostModel,
     *,
-    cost_source: str = "COSTS.md section 3 defaults",
+    cost_source: str = DEFAULT_COST_SOURCE,
     overridden: frozenset[str] = frozenset(),
     include_wall: bool | None = None,
 ) -> Report:
@@ -355,6 +439,7 @@ def build_report(
         runs=run_reports,
         comparison=comparison,
         wall=_wall(runs) if include_wall else None,
+        warnings=_warnings(run_reports),
     )
 
 

@@ -33,7 +33,7 @@ def _phase(lines: list[str], phase: PhaseReport, unit: str) -> None:
     header = (
         f"  {'action':<24}{'count':>10}{'per s':>12}{'p50':>10}{'p90':>10}{'p99':>10}{'p99.9':>10}{'max':>10}"
     )
-    lines.append(header + f"   latency in {unit} us")
+    lines.append(header + f"   latency in {unit}us")
     for a in phase.actions_by_type:
         lat = a.latency
         lines.append(
@@ -103,6 +103,16 @@ def render_table(report: Report) -> str:
         for label, x, y in rows:
             ratio = f"{x / y:.3g}x" if y else "-"
             lines.append(f"  {label:<26}{_n(x):>14}{_n(y):>14}{ratio:>15}")
+    if report.thresholds:
+        failed = sum(1 for t in report.thresholds if not t.passed)
+        lines.append("")
+        lines.append(f"thresholds: {len(report.thresholds) - failed} passed, {failed} failed")
+        for t in report.thresholds:
+            mark = "ok  " if t.passed else "FAIL"
+            lines.append(f"  {mark} {t.expression:<34} {t.run} {t.phase}: {t.note}")
+    if report.warnings:
+        lines.append("")
+        lines.extend(f"warning: {warning}" for warning in report.warnings)
     illustrative = sum(1 for p in report.cost_model.parameters if p.used and p.status == "illustrative")
     used = sum(1 for p in report.cost_model.parameters if p.used)
     lines.append("")

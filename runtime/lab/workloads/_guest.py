@@ -54,7 +54,18 @@ class Driver:
     action's latency is measured from it, so time spent waiting for this driver counts.
     """
 
-    __slots__ = ("_cache", "clock", "costs", "index", "recorder", "start_at", "vclock")
+    __slots__ = (
+        "_cache",
+        "clock",
+        "commits",
+        "costs",
+        "index",
+        "reads",
+        "recorder",
+        "start_at",
+        "vclock",
+        "writes",
+    )
 
     def __init__(self, index: int, clock: Clock, recorder: PhaseRecorder, costs: CostModel | None) -> None:
         self.index = index
@@ -64,6 +75,10 @@ class Driver:
         self.vclock = clock if isinstance(clock, VirtualClock) else None
         self.costs = costs if self.vclock is not None else None
         self.start_at: int | None = None
+        # Commits and modelled TDG.VP.RD / TDG.VP.WR of the operation running now.
+        self.commits = 0
+        self.reads = 0
+        self.writes = 0
         self._cache: dict[tuple[str, str, int], int] = {}
 
     def cost_ns(self, action: str, outcome: str, switches: int, commits: int, reads: int, writes: int) -> int:
@@ -130,23 +145,24 @@ class Guest:
         vp = self.vp
         vtl = vp.active_vtl if trace is not None else 0
         outcome = await vp.execute(action)
+        vclock = driver.vclock
+        # The real clock is read before the bookkeeping below: that time is not the simulator's.
+        end = driver.clock.now() if vclock is None else 0
         name = type(action).__name__
         outcome_name = type(outcome).__name__
-        vclock = driver.vclock
-        switches = commits = reads = writes = 0
-        if vclock is not None or trace is not None:
-            now_switches, now_commits, now_reads, now_writes = vp.counters()
-            switches = now_switches - self.switches
-            commits = now_commits - self.commits
-            reads = now_reads - self.reads
-            writes = now_writes - self.writes
-            self.switches, self.commits = now_switches, now_commits
-            self.reads, self.writes = now_reads, now_writes
+        now_switches, now_commits, now_reads, now_writes = vp.counters()
+        switches = now_switches - self.switches
+        commits = now_commits - self.commits
+        reads = now_reads - self.reads
+        writes = now_writes - self.writes
+        self.switches, self.commits = now_switches, now_commits
+        self.reads, self.writes = now_reads, now_writes
+        driver.commits += commits
+        driver.reads += reads
+        driver.writes += writes
         if vclock is not None:
             end = vclock.advance(driver.cost_ns(name, outcome_name, switches, commits, reads, writes))
-        else:
-            end = driver.clock.now()
-        driver.recorder.record(name, outcome_name, end - start, end)
+        driver.recorder.record(name, outcome_name, end - start, end, commits, reads, writes)
         if trace is not None:
             trace.action(name, outcome, start, end, vtl, vp.active_vtl, commits, reads, writes)
         return outcome

@@ -180,7 +180,7 @@ def test_report_round_trips_and_sorts_its_keys() -> None:
     for phase in raw["runs"][0]["phases"]:
         for action in phase["actions_by_type"]:
             assert list(action["outcomes"]) == sorted(action["outcomes"])
-    assert raw["schema"] == "tdvsm.report/1"
+    assert raw["schema"] == "tdvsm.report/2"
     assert raw["time_unit"] == "ns"
 
 
