@@ -1,6 +1,7 @@
 """The cost model of virtual time: what each modelled TDX/OpenHCL operation costs, in cycles.
 
-Defaults are those of ``shared/spec/COSTS.md`` section 3, each with its status there:
+Defaults and the evidence behind each are in the README, section "Cost model" (codes E1-E14,
+N1-N3), each with its status:
 **sourced** (a direct measurement), **proxy** (a measurement of an analogous operation or
 stack) or **illustrative** (no public measurement; derived by reasoning). Most are
 illustrative: no TDX partitioning, VTL switch or TDG.VP.WR latency has been published. A run
@@ -55,9 +56,9 @@ Status = Literal["sourced", "proxy", "illustrative", "user"]
 
 
 class CostModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Cycle costs of the modelled operations (COSTS.md section 3) and the clock rate.
+    """Cycle costs of the modelled operations (README "Cost model") and the clock rate.
 
-    ``ghz`` converts cycles to nanoseconds (COSTS.md uses a nominal 2.5 GHz).
+    ``ghz`` converts cycles to nanoseconds (a nominal 2.5 GHz by default).
     """
 
     ghz: Annotated[float, msgspec.Meta(gt=0, le=10)] = 2.5
@@ -113,9 +114,9 @@ class CostParameter(msgspec.Struct, frozen=True, kw_only=True):
     basis: str
 
 
-#: (status, used by ``charge``, basis) of each parameter, from COSTS.md section 3.
+#: (status, used by ``charge``, basis) of each parameter; README "Cost model" has the evidence codes.
 PARAMETERS: Final[dict[str, tuple[Status, bool, str]]] = {
-    "ghz": ("illustrative", True, "nominal clock rate COSTS.md converts cycles with"),
+    "ghz": ("illustrative", True, "nominal clock rate the defaults are converted with"),
     "vm_exit_entry": ("sourced", False, "KVM VMCALL round trip 1,181-1,195 cycles (E1, E2, E5, E7)"),
     "td_exit_entry": ("illustrative", False, "2.83 x vm_exit_entry, the SNP/plain ratio of E13"),
     "l2_exit_to_l1_and_reenter": (
@@ -135,7 +136,7 @@ PARAMETERS: Final[dict[str, tuple[Status, bool, str]]] = {
         False,
         "per dirty VMCS field, = tdcall_vp_wr: not charged, every TDG.VP.WR is (DOMAIN 7.1)",
     ),
-    "commit_fixed": ("illustrative", True, "COSTS.md: 0 (a per-transaction constant has no source)"),
+    "commit_fixed": ("illustrative", True, "0: a per-transaction constant has no source"),
     "l1_user_mode_roundtrip": ("proxy", True, "mshv_vtl kernel -> OpenVMM user -> kernel, E4'"),
     "tdx_module_local_exit": ("proxy", False, "SNP in-guest #VC CPUID path (E14)"),
     "nested_vmcs_field_sync": ("proxy", False, "KVM nVMX rarely-used field sync (E8)"),

@@ -227,7 +227,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
 
 _COST_NOTE: Final = (
     "Virtual latencies are modelled, not measured. The defaults and the evidence behind each "
-    "(codes E1-E18, N1-N3 in 'basis') are in tdvsm's README, section 'Cost model', and in the "
+    "(the codes E1-E14, N1-N3 in 'basis') are in tdvsm's README 'Cost model' and in the "
     "runtime.lab.costs module; parameters with status 'illustrative' rest on no public measurement."
 )
 #: Where the defaults of the cost model are documented (shipped with the package).

@@ -218,3 +218,23 @@ def test_trace_slices_never_overlap_and_mark_intercepts() -> None:
     names = {e["name"] for e in document["traceEvents"]}
     assert {"secure intercept", "VTL0 -> VTL1", "commit", "process_name", "thread_name"} <= names
     assert document["otherData"] == {"clock": "virtual", "vps": 1, "dropped_actions": 0}
+
+
+def test_report_and_footer_cite_only_shipped_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    """No path outside the repository (shared/spec, COSTS.md) in a report or the table; the README
+    section they cite exists and holds every evidence code the parameters name."""
+    import re
+    from pathlib import Path
+
+    report = build_report([anyio.run(run_experiment, _options(), CostModel())], CostModel())
+    text = encode_report(report).decode() + render_table(report)
+    for outside in ("shared/spec", "COSTS.md", "../"):
+        assert outside not in text
+    assert "README 'Cost model'" in report.cost_model.note
+    assert "README 'Cost model'" in render_table(report).splitlines()[-1]
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    section = readme.split("## Cost model", 1)[1].split("\n## ", 1)[0]
+    codes = {code for p in report.cost_model.parameters for code in re.findall(r"\b[EN]\d+'?", p.basis)}
+    assert codes
+    for code in codes:
+        assert f"| {code}" in section or f", {code}" in section, code
