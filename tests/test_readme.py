@@ -43,3 +43,46 @@ def test_readme_python_example_runs() -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "TdxL2State(" in done.stdout
+
+
+def test_readme_annotates_the_table_tdvsm_prints() -> None:
+    """The annotated sample's header lines are exactly what the table renders today, and every
+    note [n] it marks is explained below it."""
+    import anyio
+
+    from runtime.lab.costs import CostModel
+    from runtime.lab.experiment import ExperimentOptions, run_experiment
+    from runtime.lab.report import build_report
+    from runtime.lab.tables import render_table
+    from runtime.lab.workloads import resolve
+
+    sample = README.split("**Reading the table.**", 1)[1]
+    block = sample.split("```text\n", 1)[1].split("```", 1)[0]
+    options = ExperimentOptions(
+        partitions=2,
+        vps=2,
+        workload="mixed",
+        mix=resolve("mixed"),
+        duration=None,
+        ops=40,
+        drivers=2,
+        rate=None,
+        backend="asyncio",
+        clock="real",
+        commit_policy="batched",
+        seed=1,
+        trace_vps=0,
+    )
+    table = render_table(build_report([anyio.run(run_experiment, options, CostModel())], CostModel()))
+    headers = [
+        line for line in table.splitlines() if line.startswith(("  action ", "  operation (workload)"))
+    ]
+    sample_lines = [line.split("   [")[0].rstrip() for line in block.splitlines()]
+    for header in headers:
+        assert header.rstrip() in sample_lines
+    assert table.splitlines()[-1] in block
+    notes = re.findall(r"\[(\d)\]", block)
+    assert notes == sorted(notes, key=int)
+    after = sample.split("```", 2)[2]
+    for note in set(notes):
+        assert f"\n{note}. " in after

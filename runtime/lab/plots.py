@@ -17,7 +17,7 @@ from .metrics import recorded
 if TYPE_CHECKING:
     from .report import PhaseReport, Report
 
-__all__ = ("plot_report",)
+__all__ = ("draw_report", "plot_comparison", "plot_report")
 
 
 def _cdf(buckets: list[tuple[int, int]], floor_us: float) -> tuple[list[float], list[float]]:
@@ -130,7 +130,19 @@ def _throughput(ax: Any, phase: PhaseReport, label: str) -> None:
 
 
 def plot_report(report: Report, path: str | Path) -> None:
-    """Draw ``report`` into a PNG at ``path``."""
+    """Draw ``report`` into ``path`` (PNG, SVG or PDF by its extension)."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_report(report)
+    fig.savefig(Path(path), dpi=110)
+    plt.close(fig)
+
+
+def draw_report(report: Report) -> Any:
+    """The figure of ``report``: latency per action type, throughput, and batched vs eager.
+
+    Virtual latencies get a dot plot (one row per action type), wall-clock ones CDFs.
+    """
     import matplotlib as mpl  # slow import, only needed for --plot
 
     mpl.use("Agg")
@@ -217,8 +229,7 @@ def plot_report(report: Report, path: str | Path) -> None:
         f"backend {o.backend}, seed {o.seed}",
         fontsize=11,
     )
-    fig.savefig(Path(path), dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _histogram_buckets(encoded: str) -> list[tuple[int, int]]:
