@@ -255,7 +255,11 @@ class BatchingScheduler:
                 deadline = now + cell.partition.config.batch_window
                 heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), cell))
                 self._flusher_wakeup.set()
-        if cell.pending is None and (cell.mailbox or cell.actor.has_controls):
+        # Control messages that reached this VP while it waited on its own hypercall (its own
+        # EnableVpVtl) are applied by its next action or inspection, as any VP's are: a step of
+        # their own would race with the caller's resumption (trio orders a batch at random), so
+        # the commit they make would land on this action or the next by chance.
+        if cell.pending is None and cell.mailbox:
             self.schedule(cell)
 
     def _drive(self, cell: VpCell, generator: Any, slot: ReplySlot, ok: bool, value: Any) -> None:
