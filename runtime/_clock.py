@@ -79,6 +79,11 @@ class VirtualClock:
             self.t += ns
         return self.t
 
+    def skip_to(self, t: int) -> None:
+        """Jump to ``t`` if it lies ahead (``wait_until`` without the ``await``)."""
+        if t > self.t:
+            self.t = t
+
     async def wait_until(self, t: int) -> None:
         """Jump to ``t`` if it lies ahead; never sleeps and is not a checkpoint."""
         if t > self.t:
