@@ -17,9 +17,11 @@ not hidden by coordinated omission. The boot phase is closed loop unless the wor
 
 Clocks. Real: latencies are wall-clock nanoseconds. Virtual: each driver has a
 ``VirtualClock``; an action advances it by the modelled cost of what it did
-(``runtime.costs``), and nothing else moves it, so the same seed and options give the same
+(``runtime.lab.costs``), and nothing else moves it, so the same seed and options give the same
 numbers on any machine and on either backend. With the virtual clock the runtime's batch
-window does not close on wall time either (``open_runtime(clock="virtual")``).
+window does not close on wall time either (``open_runtime(clock="virtual")``), and the
+workloads' guest programs run in-line in the scheduler (``lanes``): no event-loop round trip
+per action.
 
 A partition that a fatal condition ends (``PartitionFailed``, DOMAIN 7.2) leaves the run: its
 guests are dropped, the phase records the partition and the reason, and the rest carry on.
@@ -32,19 +34,18 @@ import random
 import time
 from bisect import bisect_right
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-import anyio
 import msgspec
 
 from actors import PartitionFailed
 from protocol import Vtl
 
-from .._clock import Clock, RealClock, VirtualClock
+from .._clock import RealClock
 from .._host import open_runtime
+from .lanes import run_phase
 from .metrics import PhaseRecorder
 from .records import (
-    OPEN_LOOP_GRACE,
     Counters,
     ExperimentOptions as ExperimentOptions,
     PhaseData,
@@ -54,170 +55,22 @@ from .records import (
     partition_failures,
 )
 from .trace import VpTrace
-from .workloads import OPERATIONS, Driver, Guest, Unexpected, boot_partition, recover
+from .workloads import OPERATIONS, Driver, Guest, Unexpected, boot_program, recover
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
-
     from .._host import Partition, Runtime
     from .costs import CostModel
+    from .lanes import MakeProgram, Phase
+    from .workloads import Program
 
 __all__ = ("ExperimentOptions", "run_experiment")
 
-#: Timeline bucket width a phase starts with (it doubles as the phase grows).
-_TIMELINE_START_NS: Final = {"real": 1_000_000, "virtual": 1_000}
-
-
-class _Phase:
-    """Shared state of the drivers of one phase."""
-
-    def __init__(self, options: ExperimentOptions, recorder: PhaseRecorder, origin: int, paced: bool) -> None:
-        self.options = options
-        self.recorder = recorder
-        self.origin = origin
-        self.done = 0
-        self.failed = 0
-        #: Open loop: operations whose intended start fell inside the duration but that had not
-        #: started when the grace period ran out.
-        self.never_started = 0
-        self.drivers: list[Driver] = []
-        duration = options.duration
-        self.paced = paced and options.rate is not None
-        self.duration_ns = None if duration is None else round(duration * 1e9)
-        # Open loop with a duration: no operation starts after the duration plus the grace.
-        self.deadline_ns = (
-            None
-            if not self.paced or self.duration_ns is None
-            else self.duration_ns + round(self.duration_ns * OPEN_LOOP_GRACE)
-        )
-
-    def clock(self, start: int) -> Clock:
-        return VirtualClock(start) if self.options.clock == "virtual" else RealClock()
-
-    def stopped(self, driver: Driver, k: int, quota: int | None, intended: int | None) -> bool:
-        if quota is not None:
-            return k >= quota
-        if self.duration_ns is None:
-            return False
-        now = intended if intended is not None else driver.clock.now()
-        return now - self.origin >= self.duration_ns
-
-    def intended(self, driver: Driver, k: int) -> int:
-        """Open loop: when driver ``driver`` should start its operation ``k``."""
-        rate = self.options.rate
-        assert rate is not None  # only paced phases ask
-        return self.origin + round((driver.index + k * self.options.drivers) * 1e9 / rate)
-
-    def late(self, driver: Driver, k: int) -> bool:
-        """True (and the rest of the driver's window counted) once the grace period is over."""
-        if self.deadline_ns is None or driver.clock.now() - self.origin < self.deadline_ns:
-            return False
-        self.never_started += _in_window(self, driver.index) - k
-        return True
-
-
-def _in_window(phase: _Phase, index: int) -> int:
-    """Operations driver ``index`` is meant to start inside the duration (open loop)."""
-    rate, n, duration_ns = phase.options.rate, phase.options.drivers, phase.duration_ns
-    assert rate is not None
-    assert duration_ns is not None
-    # Operation i (driver i % n) is due at round(i / rate): count the i due before the end.
-    total = max(0, int(duration_ns * rate / 1e9))
-    while total > 0 and round((total - 1) * 1e9 / rate) >= duration_ns:
-        total -= 1
-    while round(total * 1e9 / rate) < duration_ns:
-        total += 1
-    return max(0, (total - index + n - 1) // n)
-
-
-async def _lane(
-    phase: _Phase,
-    driver: Driver,
-    quota: int | None,
-    step: Callable[[int], Awaitable[str | None]],
-) -> None:
-    """Run operations ``step(0), step(1), ...`` on one driver until its share is done."""
-    clock = driver.clock
-    recorder = phase.recorder
-    paced = phase.paced
-    k = 0
-    while True:
-        intended = phase.intended(driver, k) if paced else None
-        if phase.stopped(driver, k, quota, intended) or phase.late(driver, k):
-            return
-        if intended is not None:
-            await clock.wait_until(intended)
-            driver.start_at = start = intended
-        else:
-            start = clock.now()
-        driver.commits = driver.reads = driver.writes = 0
-        workload = await step(k)
-        if workload is None:
-            return
-        driver.start_at = None
-        recorder.record_episode(workload, clock.now() - start, driver.commits, driver.reads, driver.writes)
-        phase.done += 1
-        k += 1
-
-
-async def _ticker(progress: Progress, measure: Callable[[], float]) -> None:
-    while True:
-        await anyio.sleep(0.1)
-        progress.update(measure())
-
-
-def _quota(total: int, n: int, index: int) -> int:
-    return total // n + (1 if index < total % n else 0)
-
-
-async def _run_phase(
-    name: str,
-    options: ExperimentOptions,
-    origin: int,
-    progress: Progress,
-    total: tuple[float, str],
-    make_lane: Callable[[_Phase, Driver], Coroutine[Any, Any, None]],
-    costs: CostModel,
-    *,
-    paced: bool,
-) -> tuple[_Phase, int]:
-    recorder = PhaseRecorder(origin, _TIMELINE_START_NS[options.clock])
-    phase = _Phase(options, recorder, origin, paced)
-    phase.drivers = [Driver(d, phase.clock(origin), recorder, costs) for d in range(options.drivers)]
-    wall_start = time.perf_counter_ns()
-    progress.start(name, *total)
-    if total[1] == "s":
-        virtual = options.clock == "virtual"
-
-        def measure() -> float:
-            if virtual:
-                return sum(d.clock.now() - origin for d in phase.drivers) / len(phase.drivers) / 1e9
-            return (time.perf_counter_ns() - wall_start) / 1e9
-
-    else:
-
-        def measure() -> float:
-            return phase.done
-
-    try:
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(_ticker, progress, measure)
-            async with anyio.create_task_group() as tg:
-                for driver in phase.drivers:
-                    tg.start_soon(make_lane, phase, driver)
-            outer.cancel_scope.cancel()
-        progress.update(measure())
-    finally:
-        progress.close()
-    return phase, time.perf_counter_ns() - wall_start
-
-
-def _end(phase: _Phase, origin: int) -> int:
-    return max(driver.clock.now() for driver in phase.drivers) - origin
+#: Partitions created between two progress updates (and event-loop checkpoints).
+_CREATE_CHUNK: Final = 256
 
 
 def _phase_data(
-    name: str, phase: _Phase, duration: int, wall: int, counters: Counters, failures: dict[int, str]
+    name: str, phase: Phase, duration: int, wall: int, counters: Counters, failures: dict[int, str]
 ) -> PhaseData:
     data = PhaseData(name, phase.recorder, duration, wall, counters, phase.failed, failures)
     if phase.paced:
@@ -228,8 +81,8 @@ def _phase_data(
     return data
 
 
-#: Partitions created between two progress updates (and event-loop checkpoints).
-_CREATE_CHUNK: Final = 256
+def _end(phase: Phase, origin: int) -> int:
+    return max(driver.clock.now() for driver in phase.drivers) - origin
 
 
 async def _create_fleet(rt: Runtime, options: ExperimentOptions, progress: Progress) -> list[Partition]:
@@ -250,14 +103,30 @@ async def _create_fleet(rt: Runtime, options: ExperimentOptions, progress: Progr
 
 
 async def run_experiment(
-    options: ExperimentOptions, costs: CostModel, progress: Progress | None = None
+    options: ExperimentOptions,
+    costs: CostModel,
+    progress: Progress | None = None,
+    *,
+    inline: bool | None = None,
 ) -> RunData:
-    """Run one experiment under the current event loop and return what it measured."""
+    """Run one experiment under the current event loop and return what it measured.
+
+    ``inline`` runs the guest programs in-line in the scheduler; the default is to do so with
+    the virtual clock only (real-clock runs measure the path through the mailboxes).
+
+    Raises:
+        ValueError: ``inline`` with the real clock (its latencies would not be the simulator's).
+    """
+    virtual = options.clock == "virtual"
+    if inline is None:
+        inline = virtual
+    elif inline and not virtual:
+        msg = "run_experiment: in-line guest programs need the virtual clock"
+        raise ValueError(msg)
     progress = progress or Progress()
     data = RunData(options)
     rng = random.Random(options.seed)
     wall_start = time.perf_counter_ns()
-    virtual = options.clock == "virtual"
     thresholds = gc.get_threshold()
     async with open_runtime(seed=options.seed, clock=options.clock) as rt:
         partitions = await _create_fleet(rt, options, progress)
@@ -278,38 +147,17 @@ async def run_experiment(
             origin = 0 if virtual else time.perf_counter_ns()
             data.origin = origin
             before = collect_counters(rt)
-            boot_open = options.mix.weights == {} and options.rate is not None
-
-            async def boot_lane(phase: _Phase, driver: Driver) -> None:
-                mine = guests[driver.index :: options.drivers]
-
-                async def step(k: int) -> str | None:
-                    if k >= len(mine):
-                        return None
-                    partition = mine[k]
-                    for guest in partition:
-                        guest.driver = driver
-                    try:
-                        await boot_partition(partition, random.Random(options.seed))
-                    except (Unexpected, PartitionFailed) as exc:
-                        if type(exc) is Unexpected:
-                            phase.recorder.note_unexpected("boot", str(exc))
-                        phase.failed += 1
-                        for guest in partition:
-                            guest.failed = True
-                    return "boot"
-
-                await _lane(phase, driver, len(mine), step)
-
-            boot, wall = await _run_phase(
+            boot, wall = await run_phase(
                 "boot",
                 options,
                 origin,
                 progress,
                 (len(guests), "partitions"),
-                boot_lane,
+                _boot_maker(options, guests),
                 costs,
-                paced=boot_open,
+                paced=options.mix.weights == {} and options.rate is not None,
+                quota=lambda d: len(guests[d :: options.drivers]),
+                inline=inline,
             )
             after = collect_counters(rt)
             duration = _end(boot, origin) if virtual else wall
@@ -317,13 +165,11 @@ async def run_experiment(
             data.phases.append(_phase_data("boot", boot, duration, wall, after.minus(before), failures))
             if options.mix.weights:
                 origin = origin + duration if virtual else time.perf_counter_ns()
-                ops = await _operations(options, costs, progress, flat, origin)
+                ops, wall = await _operations(options, costs, progress, flat, origin, inline)
                 final = collect_counters(rt)
-                duration = _end(ops[0], origin) if virtual else ops[1]
+                duration = _end(ops, origin) if virtual else wall
                 new = {pid: why for pid, why in partition_failures(rt).items() if pid not in failures}
-                data.phases.append(
-                    _phase_data("operations", ops[0], duration, ops[1], final.minus(after), new)
-                )
+                data.phases.append(_phase_data("operations", ops, duration, wall, final.minus(after), new))
             scheduler = rt.statistics().scheduler
             data.scheduler = msgspec.structs.asdict(scheduler)
         finally:
@@ -333,51 +179,88 @@ async def run_experiment(
     return data
 
 
+def _boot_maker(options: ExperimentOptions, guests: list[list[Guest]]) -> MakeProgram:
+    """Driver ``d``'s boot operation ``k``: bring up partition ``d + k*N``."""
+
+    def make(phase: Phase, driver: Driver, k: int) -> Program[str] | None:
+        mine = guests[driver.index :: options.drivers]
+        if k >= len(mine):
+            return None
+        partition = mine[k]
+        for guest in partition:
+            guest.driver = driver
+        return _boot_one(phase, partition, options.seed)
+
+    return make
+
+
+def _boot_one(phase: Phase, partition: list[Guest], seed: int) -> Program[str]:
+    try:
+        yield from boot_program(partition, random.Random(seed))
+    except (Unexpected, PartitionFailed) as exc:
+        if type(exc) is Unexpected:
+            phase.recorder.note_unexpected("boot", str(exc))
+        phase.failed += 1
+        for guest in partition:
+            guest.failed = True
+    return "boot"
+
+
 async def _operations(
-    options: ExperimentOptions, costs: CostModel, progress: Progress, flat: list[Guest], origin: int
-) -> tuple[_Phase, int]:
+    options: ExperimentOptions,
+    costs: CostModel,
+    progress: Progress,
+    flat: list[Guest],
+    origin: int,
+    inline: bool,
+) -> tuple[Phase, int]:
     names = list(options.mix.weights)
     cumulative = list(accumulate(options.mix.weights[name] for name in names))
     episodes = [OPERATIONS[name].episode for name in names]
     top = cumulative[-1]
     healthy = [guest for guest in flat if not guest.failed]
     n = options.drivers
+    # Per driver: its VPs and its seeded RNG (made when its first operation is).
+    lanes: dict[int, tuple[list[Guest], random.Random]] = {}
 
-    async def op_lane(phase: _Phase, driver: Driver) -> None:
-        mine = healthy[driver.index :: n]
-        for guest in mine:
-            guest.driver = driver
-        rng = random.Random(options.seed * 1_000_003 + driver.index)
-        quota = _quota(options.ops, n, driver.index) if options.ops is not None else None
+    def make(phase: Phase, driver: Driver, k: int) -> Program[str] | None:
+        lane = lanes.get(driver.index)
+        if lane is None:
+            mine = healthy[driver.index :: n]
+            for guest in mine:
+                guest.driver = driver
+            lane = lanes[driver.index] = (mine, random.Random(options.seed * 1_000_003 + driver.index))
+        mine, rng = lane
+        if not mine:
+            return None
+        return _operation(phase, mine, rng)
 
-        async def step(k: int) -> str | None:
-            del k
-            if not mine:
-                return None
-            guest = mine[rng.randrange(len(mine))]
-            choice = bisect_right(cumulative, rng.random() * top)
-            choice = min(choice, len(names) - 1)
+    def _operation(phase: Phase, mine: list[Guest], rng: random.Random) -> Program[str]:
+        guest = mine[rng.randrange(len(mine))]
+        choice = min(bisect_right(cumulative, rng.random() * top), len(names) - 1)
+        try:
+            yield from episodes[choice](guest, rng)
+        except Unexpected as exc:
+            phase.recorder.note_unexpected(names[choice], str(exc))
             try:
-                await episodes[choice](guest, rng)
-            except Unexpected as exc:
-                phase.recorder.note_unexpected(names[choice], str(exc))
-                try:
-                    recovered = await recover(guest) and guest.vp.active_vtl == Vtl.VTL0
-                except PartitionFailed:
-                    recovered = False
-                if not recovered:
-                    phase.failed += 1
-                    mine.remove(guest)
+                recovered = (yield from recover(guest)) and guest.vp.active_vtl == Vtl.VTL0
             except PartitionFailed:
-                # The partition is lost (DOMAIN 7.2); its reason is in the report.
+                recovered = False
+            if not recovered:
                 phase.failed += 1
                 mine.remove(guest)
-            return names[choice]
+        except PartitionFailed:
+            # The partition is lost (DOMAIN 7.2); its reason is in the report.
+            phase.failed += 1
+            mine.remove(guest)
+        return names[choice]
 
-        await _lane(phase, driver, quota, step)
+    ops = options.ops
 
-    if options.ops is not None:
-        total: tuple[float, str] = (options.ops, "ops")
-    else:
-        total = (options.duration or 0.0, "s")
-    return await _run_phase("operations", options, origin, progress, total, op_lane, costs, paced=True)
+    def quota(d: int) -> int | None:
+        return None if ops is None else ops // n + (1 if d < ops % n else 0)
+
+    total: tuple[float, str] = (ops, "ops") if ops is not None else (options.duration or 0.0, "s")
+    return await run_phase(
+        "operations", options, origin, progress, total, make, costs, paced=True, quota=quota, inline=inline
+    )

@@ -209,8 +209,16 @@ class PhaseRecorder:
         if len(counts) > _PENDING_LIMIT:
             _drain(counts, self._histograms, action)
         key = (action, outcome)
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
-        self.timeline.add(end - self.origin)
+        outcomes = self.outcomes
+        outcomes[key] = outcomes.get(key, 0) + 1
+        # Timeline.add's common case, inlined (this runs once per action).
+        timeline = self.timeline
+        t = end - self.origin
+        i = t // timeline.width if t > 0 else 0
+        if i < len(timeline.counts):
+            timeline.counts[i] += 1
+        else:
+            timeline.add(t)
         self.actions += 1
 
     def record_episode(

@@ -2,9 +2,10 @@
 
 Every module's docstring says which real guest behaviour it stands for. ``boot`` brings up
 Guest VSM on a whole partition (DOMAIN S1 and S2) and always runs first; the *operation*
-workloads each define ``episode(guest, rng)``, one guest operation on one VP that starts and
-ends in VTL0; ``mixed`` (or a user's TOML/JSON mix file) picks an operation workload by weight
-for each operation. To add a workload, write a module with ``NAME``, a docstring and
+workloads each define ``episode(guest, rng)``, a guest program (a generator yielding
+``(guest, action)`` and receiving outcomes, see ``_guest``) for one operation on one VP that
+starts and ends in VTL0; ``mixed`` (or a user's TOML/JSON mix file) picks an operation workload
+by weight for each operation. To add a workload, write a module with ``NAME``, a docstring and
 ``episode``, and list it in ``_OPERATION_MODULES``.
 """
 
@@ -17,12 +18,12 @@ import msgspec
 
 from . import boot, exits, intercept_storm, mixed, protections, register_storm, vtl_pingpong
 from ._checks import recover
-from ._guest import Driver, Guest, Unexpected, long_mode_context
+from ._guest import Driver, Guest, Program, Unexpected, drive, long_mode_context, run_inline
 from .mixed import DEFAULT_WEIGHTS, MixError, MixFile, load_mix
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
 __all__ = (
     "BOOT",
@@ -33,20 +34,25 @@ __all__ = (
     "Mix",
     "MixError",
     "MixFile",
+    "Program",
     "Unexpected",
     "Workload",
     "boot_partition",
+    "boot_program",
     "describe",
+    "drive",
     "long_mode_context",
     "recover",
     "resolve",
+    "run_inline",
 )
 
-Episode: TypeAlias = "Callable[[Guest, random.Random], Awaitable[None]]"
+Episode: TypeAlias = "Callable[[Guest, random.Random], Program[None]]"
 
 BOOT: Final = boot.NAME
 MIXED: Final = mixed.NAME
 boot_partition = boot.boot_partition
+boot_program = boot.boot_program
 
 
 @final

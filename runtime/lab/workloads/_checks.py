@@ -11,7 +11,7 @@ from ._guest import Unexpected
 if TYPE_CHECKING:
     from protocol import Outcome
 
-    from ._guest import Guest
+    from ._guest import Guest, Program
 
 __all__ = ("expect_success", "expect_switch", "recover")
 
@@ -31,10 +31,10 @@ def expect_switch(outcome: Outcome, to_vtl: Vtl, what: str) -> None:
         raise Unexpected(msg)
 
 
-async def recover(guest: Guest) -> bool:
+def recover(guest: Guest) -> Program[bool]:
     """After a surprise, let VTL1 free its SINT0 slot and return to VTL0; False if it cannot."""
     if guest.vp.active_vtl == Vtl.VTL0:
         return True
-    await guest.do(ClearMessageSlot())
-    outcome = await guest.do(VtlReturn(fast=True))
+    yield guest, ClearMessageSlot()
+    outcome = yield guest, VtlReturn(fast=True)
     return type(outcome) is VtlSwitched and outcome.to_vtl == Vtl.VTL0

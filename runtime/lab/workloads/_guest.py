@@ -1,21 +1,28 @@
-"""The guest side of a workload: a measured VP handle, its driver, and the guest's own knowledge.
+"""The guest side of a workload: guest programs, the measured VP handle, its driver, and how they run.
 
-A workload is a guest model: it performs actions on a VP through ``Guest.do``, which measures
-each one (latency from its intended start, on the driver's clock; with the virtual clock the
-latency is the modelled cost of what the action did, see ``runtime.costs``) and records it.
+A workload is a *guest program* (``runtime._programs``): a generator that yields
+``(guest, action)`` and receives the outcome, with no I/O of its own. ``drive`` runs one through
+the VPs' mailboxes (``vp.execute``; what a real-clock run measures), ``run_inline`` in the
+scheduler, synchronously (virtual-clock runs: no event-loop round trip per action). Both measure
+each action the same way (``Guest.begin`` and ``Guest.finish``: latency from its intended start
+on the driver's clock; with the virtual clock the latency is the modelled cost of what the
+action did, see ``runtime.lab.costs``), so the same seed gives the same report either way.
 ``Guest`` also holds what a guest OS knows about itself without asking the simulator (the
 CR0/CR4 values it set), so measuring never needs an inspection (which would force commits).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, final
 
 from ..._clock import VirtualClock
+from ..._programs import step_inline
 from ...testing import LONG_MODE_CR0, LONG_MODE_CR4, long_mode_context
 from ..costs import action_kind
 
 if TYPE_CHECKING:
+    from collections.abc import Generator
+
     from protocol import Action, Outcome
 
     from ..._clock import Clock
@@ -29,9 +36,16 @@ __all__ = (
     "VTL0_CR4",
     "Driver",
     "Guest",
+    "Program",
     "Unexpected",
+    "drive",
     "long_mode_context",
+    "run_inline",
 )
+
+R = TypeVar("R")
+#: A workload's guest program: yields (guest, action), receives the outcome, returns R.
+Program: TypeAlias = "Generator[tuple[Guest, Action], Outcome, R]"
 
 #: CR0 and CR4 of a 64-bit kernel (what every VTL0 runs with after boot).
 VTL0_CR0: Final = LONG_MODE_CR0
@@ -100,6 +114,8 @@ class Guest:
     """One VP as a guest model drives it (see the module docstring)."""
 
     __slots__ = (
+        "_cell",
+        "_scheduler",
         "commits",
         "cr0",
         "cr4",
@@ -109,6 +125,7 @@ class Guest:
         "reads",
         "switches",
         "trace",
+        "trace_vtl",
         "vp",
         "vp_index",
         "writes",
@@ -116,10 +133,14 @@ class Guest:
 
     def __init__(self, vp: Vp, partition: int, vp_index: int, driver: Driver) -> None:
         self.vp = vp
+        # The engine objects ``run_inline`` hands straight to the scheduler's step.
+        self._scheduler = vp._scheduler
+        self._cell = vp._cell
         self.partition = partition
         self.vp_index = vp_index
         self.driver = driver
         self.trace: VpTrace | None = None
+        self.trace_vtl = 0
         self.failed = False
         # What the guest OS knows about its VTL0 (set by boot, kept by the workloads).
         self.cr0 = VTL0_CR0
@@ -133,24 +154,26 @@ class Guest:
     def __repr__(self) -> str:
         return f"<Guest partition={self.partition} vp={self.vp_index} {self.vp.active_vtl.name}>"
 
-    async def do(self, action: Action) -> Outcome:
-        """Perform ``action`` on the VP and record its latency; a checkpoint."""
+    def begin(self) -> int:
+        """An action is about to run: its start (the intended start of an operation's first)."""
         driver = self.driver
+        if self.trace is not None:
+            self.trace_vtl = self.vp.active_vtl
         start = driver.start_at
         if start is None:
-            start = driver.clock.now()
-        else:
-            driver.start_at = None
-        trace = self.trace
-        vp = self.vp
-        vtl = vp.active_vtl if trace is not None else 0
-        outcome = await vp.execute(action)
+            return driver.clock.now()
+        driver.start_at = None
+        return start
+
+    def finish(self, action: Action, outcome: Outcome, start: int) -> None:
+        """The action begun at ``start`` returned ``outcome``: charge and record it."""
+        driver = self.driver
         vclock = driver.vclock
         # The real clock is read before the bookkeeping below: that time is not the simulator's.
         end = driver.clock.now() if vclock is None else 0
         name = type(action).__name__
         outcome_name = type(outcome).__name__
-        now_switches, now_commits, now_reads, now_writes = vp.counters()
+        now_switches, now_commits, now_reads, now_writes = self.vp.counters()
         switches = now_switches - self.switches
         commits = now_commits - self.commits
         reads = now_reads - self.reads
@@ -163,10 +186,53 @@ class Guest:
         if vclock is not None:
             end = vclock.advance(driver.cost_ns(name, outcome_name, switches, commits, reads, writes))
         driver.recorder.record(name, outcome_name, end - start, end, commits, reads, writes)
+        trace = self.trace
         if trace is not None:
-            trace.action(name, outcome, start, end, vtl, vp.active_vtl, commits, reads, writes)
-        return outcome
+            trace.action(name, outcome, start, end, self.trace_vtl, self.vp.active_vtl, commits, reads, writes)
 
-    def sync_counters(self) -> None:
-        """Take the VP's counters as the baseline of the next measured action."""
-        self.switches, self.commits, self.reads, self.writes = self.vp.counters()
+
+async def drive(program: Program[R]) -> R:
+    """Run a guest program through the VPs' mailboxes (``vp.execute``), measuring every action.
+
+    An exception from an action is thrown into the program at its ``yield``.
+    """
+    try:
+        item = next(program)
+        while True:
+            guest, action = item
+            start = guest.begin()
+            try:
+                outcome = await guest.vp.execute(action)
+            except Exception as exc:
+                item = program.throw(exc)
+                continue
+            guest.finish(action, outcome, start)
+            item = program.send(outcome)
+    except StopIteration as stop:
+        result: R = stop.value
+        return result
+
+
+def run_inline(program: Program[R]) -> R:
+    """Run a guest program in the scheduler, synchronously (``runtime._programs``), measuring it.
+
+    The same measurements as ``drive``; the VPs must be idle (nothing sent to them through
+    their mailboxes). An exception from an action is thrown into the program at its ``yield``.
+    """
+    send = program.send
+    outcome: Any = None
+    try:
+        item = next(program)
+        while True:
+            guest, action = item
+            start = guest.begin()
+            try:
+                outcome = step_inline(guest._scheduler, guest._cell, action)
+            except Exception as exc:
+                item = program.throw(exc)
+                continue
+            guest.finish(action, outcome, start)
+            item = send(outcome)
+    except StopIteration as stop:
+        result: R = stop.value
+        return result

@@ -35,14 +35,14 @@ from protocol import (
 from protocol._x86 import CR0_PE, CR0_PG, CR0_WP, CR4_SMAP, CR4_SMEP, EFER_LME, EFER_NXE, EFER_SCE, Msr
 
 from ._checks import expect_success, expect_switch
-from ._guest import VTL0_CR0, VTL0_CR4, Unexpected, long_mode_context
+from ._guest import VTL0_CR0, VTL0_CR4, Unexpected, drive, long_mode_context
 
 if TYPE_CHECKING:
     import random
 
-    from ._guest import Guest
+    from ._guest import Guest, Program
 
-__all__ = ("NAME", "boot_partition")
+__all__ = ("NAME", "boot_partition", "boot_program")
 
 NAME: Final = "boot"
 
@@ -64,67 +64,72 @@ def _set(*pairs: tuple[int, int]) -> SetVpRegisters:
     return SetVpRegisters(registers=[RegisterAssoc(name=name, value=value) for name, value in pairs])
 
 
-async def secure_kernel_vp_setup(guest: Guest) -> None:
+def secure_kernel_vp_setup(guest: Guest) -> Program[None]:
     """VTL1 on one VP: MBEC secure config, SynIC for intercept messages, intercept registration."""
-    expect_success(await guest.do(_set((Reg.VSM_VP_SECURE_CONFIG_VTL0, 1))), "VsmVpSecureConfigVtl0")
-    await guest.do(Wrmsr(msr=Msr.HV_SCONTROL, value=1))
-    await guest.do(Wrmsr(msr=Msr.HV_SIMP, value=SIMP))
-    await guest.do(Wrmsr(msr=Msr.HV_SINT0, value=SINT0))
+    expect_success((yield guest, _set((Reg.VSM_VP_SECURE_CONFIG_VTL0, 1))), "VsmVpSecureConfigVtl0")
+    yield guest, Wrmsr(msr=Msr.HV_SCONTROL, value=1)
+    yield guest, Wrmsr(msr=Msr.HV_SIMP, value=SIMP)
+    yield guest, Wrmsr(msr=Msr.HV_SINT0, value=SINT0)
     registration = _set(
         (Reg.CR_INTERCEPT_CR0_MASK, CR0_MASK),
         (Reg.CR_INTERCEPT_CR4_MASK, CR4_MASK),
         (Reg.CR_INTERCEPT_CONTROL, CR_INTERCEPT_CONTROL),
     )
-    expect_success(await guest.do(registration), "CR intercept registration")
+    expect_success((yield guest, registration), "CR intercept registration")
 
 
-async def kernel_start(guest: Guest) -> None:
+def kernel_start(guest: Guest) -> Program[None]:
     """The VTL0 kernel runs on the VP: its APIC set-up reads APIC_BASE (an exit)."""
-    outcome = await guest.do(Rdmsr(msr=Msr.APIC_BASE))
+    outcome = yield guest, Rdmsr(msr=Msr.APIC_BASE)
     if type(outcome) is not Completed:
         msg = f"Rdmsr(APIC_BASE) on vp {guest.vp_index}: {outcome!r}"
         raise Unexpected(msg)
 
 
-async def boot_partition(guests: list[Guest], rng: random.Random) -> None:
+def boot_program(guests: list[Guest], rng: random.Random) -> Program[None]:
     """Bring up Guest VSM on every VP of one partition (``guests[i]`` drives VP i)."""
     del rng  # bring-up is the same every time
     bsp = guests[0]
     # Firmware: long mode on VP 0 (the exits a real boot takes).
-    await bsp.do(Wrmsr(msr=Msr.EFER, value=EFER_LME | EFER_NXE | EFER_SCE))
-    await bsp.do(MovToCr(cr=4, value=VTL0_CR4))
-    await bsp.do(MovToCr(cr=0, value=VTL0_CR0))
+    yield bsp, Wrmsr(msr=Msr.EFER, value=EFER_LME | EFER_NXE | EFER_SCE)
+    yield bsp, MovToCr(cr=4, value=VTL0_CR4)
+    yield bsp, MovToCr(cr=0, value=VTL0_CR0)
     # VTL0 loader.
     status: list[int] = [Reg.VSM_CAPABILITIES, Reg.VSM_PARTITION_STATUS, Reg.VSM_VP_STATUS]
-    expect_success(await bsp.do(GetVpRegisters(names=status)), "VSM status")
-    expect_success(
-        await bsp.do(EnablePartitionVtl(target_vtl=Vtl.VTL1, enable_mbec=True)), "EnablePartitionVtl"
-    )
+    expect_success((yield bsp, GetVpRegisters(names=status)), "VSM status")
+    enable_partition = EnablePartitionVtl(target_vtl=Vtl.VTL1, enable_mbec=True)
+    expect_success((yield bsp, enable_partition), "EnablePartitionVtl")
     context = long_mode_context(SECURE_KERNEL_ENTRY)
     enable = EnableVpVtl(vp_index=HV_VP_INDEX_SELF, target_vtl=Vtl.VTL1, context=context)
-    expect_success(await bsp.do(enable), "EnableVpVtl(self)")
-    expect_switch(await bsp.do(VtlCall()), Vtl.VTL1, "VtlCall")
+    expect_success((yield bsp, enable), "EnableVpVtl(self)")
+    expect_switch((yield bsp, VtlCall()), Vtl.VTL1, "VtlCall")
     # Secure kernel on VP 0.
     names: list[int] = [Reg.VSM_CODE_PAGE_OFFSETS, Reg.VSM_VP_STATUS]
-    expect_success(await bsp.do(GetVpRegisters(names=names)), "VsmCodePageOffsets")
-    expect_success(await bsp.do(_set((Reg.VSM_PARTITION_CONFIG, VSM_PARTITION_CONFIG))), "VsmPartitionConfig")
-    await secure_kernel_vp_setup(bsp)
+    expect_success((yield bsp, GetVpRegisters(names=names)), "VsmCodePageOffsets")
+    config = _set((Reg.VSM_PARTITION_CONFIG, VSM_PARTITION_CONFIG))
+    expect_success((yield bsp, config), "VsmPartitionConfig")
+    yield from secure_kernel_vp_setup(bsp)
     for ap in guests[1:]:
         index = ap.vp_index
         context = long_mode_context(SECURE_KERNEL_ENTRY, rsp=0x8000 + 0x1000 * index)
         enable = EnableVpVtl(vp_index=index, target_vtl=Vtl.VTL1, context=context)
-        expect_success(await bsp.do(enable), f"EnableVpVtl({index})")
+        expect_success((yield bsp, enable), f"EnableVpVtl({index})")
         start = StartVirtualProcessor(
             vp_index=index, target_vtl=Vtl.VTL0, context=long_mode_context(KERNEL_ENTRY, rsp=0x8000)
         )
-        expect_success(await bsp.do(start), f"StartVirtualProcessor({index})")
-    expect_switch(await bsp.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn")
-    await kernel_start(bsp)
+        expect_success((yield bsp, start), f"StartVirtualProcessor({index})")
+    expect_switch((yield bsp, VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn")
+    yield from kernel_start(bsp)
     # Each AP runs VTL1 first: the secure kernel sets it up and returns to VTL0.
     for ap in guests[1:]:
         if ap.vp.active_vtl != Vtl.VTL1:
             msg = f"vp {ap.vp_index} did not start in VTL1"
             raise Unexpected(msg)
-        await secure_kernel_vp_setup(ap)
-        expect_switch(await ap.do(VtlReturn(fast=True)), Vtl.VTL0, f"VtlReturn on vp {ap.vp_index}")
-        await kernel_start(ap)
+        yield from secure_kernel_vp_setup(ap)
+        expect_switch((yield ap, VtlReturn(fast=True)), Vtl.VTL0, f"VtlReturn on vp {ap.vp_index}")
+        yield from kernel_start(ap)
+
+
+async def boot_partition(guests: list[Guest], rng: random.Random) -> None:
+    """``boot_program`` driven through the VPs' mailboxes (for callers outside an experiment)."""
+    await drive(boot_program(guests, rng))

@@ -20,14 +20,14 @@ if TYPE_CHECKING:
 
     from protocol import Action
 
-    from ._guest import Guest
+    from ._guest import Guest, Program
 
 __all__ = ("NAME", "episode")
 
 NAME: Final = "exits"
 
 
-async def episode(guest: Guest, rng: random.Random) -> None:
+def episode(guest: Guest, rng: random.Random) -> Program[None]:
     """One context switch, global TLB flush, APIC_BASE read or LSTAR read."""
     pattern = rng.randrange(4)
     actions: list[Action]
@@ -41,7 +41,7 @@ async def episode(guest: Guest, rng: random.Random) -> None:
     else:
         actions = [Rdmsr(msr=Msr.LSTAR)]
     for action in actions:
-        outcome = await guest.do(action)
+        outcome = yield guest, action
         if type(outcome) is not Completed:
             msg = f"{type(action).__name__}: {outcome!r}"
             raise Unexpected(msg)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from protocol import Action
 
-    from ._guest import Guest
+    from ._guest import Guest, Program
 
 __all__ = ("NAME", "REQUIRES", "episode")
 
@@ -43,7 +43,7 @@ NAME: Final = "intercept-storm"
 REQUIRES: Final = ("Intercepted",)
 
 
-async def episode(guest: Guest, rng: random.Random) -> None:
+def episode(guest: Guest, rng: random.Random) -> Program[None]:
     """One intercepted VTL0 write (CR0.WP toggle or LSTAR write), emulated by VTL1."""
     action: Action
     if rng.random() < 0.6:
@@ -54,7 +54,7 @@ async def episode(guest: Guest, rng: random.Random) -> None:
         value = 0xFFFF_F800_0000_0000 | (rng.getrandbits(24) << 4)
         action = Wrmsr(msr=Msr.LSTAR, value=value)
         register = Reg.LSTAR
-    outcome = await guest.do(action)
+    outcome = yield guest, action
     if type(outcome) is not Intercepted:
         msg = f"{type(action).__name__} was not intercepted: {outcome!r}"
         raise Unexpected(msg)
@@ -64,8 +64,8 @@ async def episode(guest: Guest, rng: random.Random) -> None:
         registers=[RegisterAssoc(name=register, value=value), RegisterAssoc(name=Reg.RIP, value=rip)],
         target_vtl=Vtl.VTL0,
     )
-    expect_success(await guest.do(emulate), f"emulate {type(action).__name__}")
+    expect_success((yield guest, emulate), f"emulate {type(action).__name__}")
     if register == Reg.CR0:
         guest.cr0 = value
-    await guest.do(ClearMessageSlot())
-    expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
+    yield guest, ClearMessageSlot()
+    expect_switch((yield guest, VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")

@@ -32,7 +32,7 @@ from ._guest import Unexpected
 if TYPE_CHECKING:
     import random
 
-    from ._guest import Guest
+    from ._guest import Guest, Program
 
 __all__ = ("NAME", "REQUIRES", "episode")
 
@@ -45,23 +45,23 @@ PAGES_PER_VP: Final = 64
 READ_EXECUTE: Final = HvMapGpaFlags(readable=True, kernel_executable=True, user_executable=True).bits
 
 
-async def episode(guest: Guest, rng: random.Random) -> None:
+def episode(guest: Guest, rng: random.Random) -> Program[None]:
     """Protect one page, fault on it, lift the protection, retry."""
     gpn = BASE_GPN + guest.vp_index * PAGES_PER_VP + rng.randrange(PAGES_PER_VP)
-    expect_switch(await guest.do(VtlCall()), Vtl.VTL1, "VtlCall")
+    expect_switch((yield guest, VtlCall()), Vtl.VTL1, "VtlCall")
     protect = ModifyVtlProtectionMask(gpns=[gpn], map_flags=READ_EXECUTE)
-    expect_success(await guest.do(protect), "ModifyVtlProtectionMask(read-only)")
-    expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
+    expect_success((yield guest, protect), "ModifyVtlProtectionMask(read-only)")
+    expect_switch((yield guest, VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
     write = MemoryAccess(gpa=gpn << 12, kind=AccessKind.WRITE)
-    outcome = await guest.do(write)
+    outcome = yield guest, write
     if type(outcome) is not Intercepted:
         msg = f"write to a read-only page was not intercepted: {outcome!r}"
         raise Unexpected(msg)
     lift = ModifyVtlProtectionMask(gpns=[gpn], map_flags=HvMapGpaFlags.ALL)
-    expect_success(await guest.do(lift), "ModifyVtlProtectionMask(all access)")
-    await guest.do(ClearMessageSlot())
-    expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
-    retried = await guest.do(write)
+    expect_success((yield guest, lift), "ModifyVtlProtectionMask(all access)")
+    yield guest, ClearMessageSlot()
+    expect_switch((yield guest, VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
+    retried = yield guest, write
     if type(retried) is not Completed:
         msg = f"retried write did not complete: {retried!r}"
         raise Unexpected(msg)

@@ -29,7 +29,7 @@ from ._checks import expect_success, expect_switch
 if TYPE_CHECKING:
     import random
 
-    from ._guest import Guest
+    from ._guest import Guest, Program
 
 __all__ = ("NAME", "episode")
 
@@ -38,15 +38,15 @@ NAME: Final = "register-storm"
 STEP: Final = 3
 
 
-async def episode(guest: Guest, rng: random.Random) -> None:
+def episode(guest: Guest, rng: random.Random) -> Program[None]:
     """One VTL1 emulation burst of 2-8 register writes to VTL0."""
-    expect_switch(await guest.do(VtlCall()), Vtl.VTL1, "VtlCall")
-    read = await guest.do(GetVpRegisters(names=[Reg.RIP, Reg.CR0], target_vtl=Vtl.VTL0))
+    expect_switch((yield guest, VtlCall()), Vtl.VTL1, "VtlCall")
+    read = yield guest, GetVpRegisters(names=[Reg.RIP, Reg.CR0], target_vtl=Vtl.VTL0)
     rip, cr0 = expect_success(read, "GetVpRegisters(VTL0 RIP, CR0)").values
     for _ in range(rng.randint(1, 4)):
         for value in (cr0 & ~CR0_WP, cr0):  # WP off, then back on: the original CR0 again
             rip = (rip + STEP) & U64_MASK
             registers = [RegisterAssoc(name=Reg.CR0, value=value), RegisterAssoc(name=Reg.RIP, value=rip)]
-            result = await guest.do(SetVpRegisters(registers=registers, target_vtl=Vtl.VTL0))
+            result = yield guest, SetVpRegisters(registers=registers, target_vtl=Vtl.VTL0)
             expect_success(result, "SetVpRegisters(VTL0 CR0, RIP)")
-    expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
+    expect_switch((yield guest, VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")

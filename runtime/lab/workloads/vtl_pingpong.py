@@ -17,19 +17,19 @@ from ._checks import expect_switch
 if TYPE_CHECKING:
     import random
 
-    from ._guest import Guest
+    from ._guest import Guest, Program
 
 __all__ = ("NAME", "episode")
 
 NAME: Final = "vtl-pingpong"
 
 
-async def episode(guest: Guest, rng: random.Random) -> None:
+def episode(guest: Guest, rng: random.Random) -> Program[None]:
     """1-3 VTL call/return round trips."""
     for _ in range(rng.randint(1, 3)):
-        expect_switch(await guest.do(VtlCall()), Vtl.VTL1, "VtlCall")
+        expect_switch((yield guest, VtlCall()), Vtl.VTL1, "VtlCall")
         if rng.random() < 0.5:
-            await guest.do(WriteVtlControl(return_rax=0, return_rcx=rng.getrandbits(32)))
-            expect_switch(await guest.do(VtlReturn()), Vtl.VTL0, "VtlReturn")
+            yield guest, WriteVtlControl(return_rax=0, return_rcx=rng.getrandbits(32))
+            expect_switch((yield guest, VtlReturn()), Vtl.VTL0, "VtlReturn")
         else:
-            expect_switch(await guest.do(VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")
+            expect_switch((yield guest, VtlReturn(fast=True)), Vtl.VTL0, "VtlReturn(fast)")

@@ -20,13 +20,25 @@ from runtime.lab.workloads import (
     MixError,
     boot_partition,
     describe,
+    drive,
     recover,
     resolve,
 )
 from runtime.lab.workloads._guest import VTL0_CR0, Unexpected
 
 if TYPE_CHECKING:
+    from protocol import Action, Outcome
     from runtime import Runtime
+    from runtime.lab.workloads import Program
+
+
+def _one(guest: Guest, action: Action) -> Program[Outcome]:
+    return (yield guest, action)
+
+
+async def _do(guest: Guest, action: Action) -> Outcome:
+    """One measured action on ``guest`` (a one-action guest program, driven)."""
+    return await drive(_one(guest, action))
 
 
 async def booted(rt: Runtime, vps: int = 4, *, virtual: bool = False) -> tuple[list[Guest], PhaseRecorder]:
@@ -66,7 +78,7 @@ async def test_operation_workloads_end_in_vtl0_without_surprises(name: str) -> N
         rng = random.Random(3)
         for _ in range(20):
             guest = guests[rng.randrange(2)]
-            await OPERATIONS[name].episode(guest, rng)
+            await drive(OPERATIONS[name].episode(guest, rng))
             assert guest.vp.active_vtl == Vtl.VTL0
         assert recorder.unexpected_counts == {}
 
@@ -77,7 +89,7 @@ async def test_intercept_storm_takes_a_secure_intercept_per_operation() -> None:
         guests, recorder = await booted(rt, 1)
         rng = random.Random(1)
         for _ in range(10):
-            await OPERATIONS["intercept-storm"].episode(guests[0], rng)
+            await drive(OPERATIONS["intercept-storm"].episode(guests[0], rng))
         intercepted = sum(c for (_, outcome), c in recorder.outcomes.items() if outcome == "Intercepted")
         assert intercepted == 10
         cr0 = (await guests[0].vp.registers(Vtl.VTL0, [Reg.CR0]))[Reg.CR0]
@@ -90,7 +102,7 @@ async def test_register_storm_leaves_vtl0_cr0_as_it_found_it() -> None:
         guests, _ = await booted(rt, 1)
         vp = guests[0].vp
         rip = (await vp.registers(Vtl.VTL0, [Reg.RIP]))[Reg.RIP]
-        await OPERATIONS["register-storm"].episode(guests[0], random.Random(2))
+        await drive(OPERATIONS["register-storm"].episode(guests[0], random.Random(2)))
         after = await vp.registers(Vtl.VTL0, [Reg.CR0, Reg.RIP])
         assert after[Reg.CR0] == VTL0_CR0
         assert after[Reg.RIP] > rip
@@ -100,7 +112,7 @@ async def test_protections_lifts_what_it_protected() -> None:
     """protections: after an operation VTL0 writes every page of its range without an intercept."""
     async with open_runtime(seed=1) as rt:
         guests, recorder = await booted(rt, 1)
-        await OPERATIONS["protections"].episode(guests[0], random.Random(4))
+        await drive(OPERATIONS["protections"].episode(guests[0], random.Random(4)))
         assert recorder.outcomes[("MemoryAccess", "Intercepted")] == 1
         assert recorder.outcomes[("MemoryAccess", "Completed")] == 1
 
@@ -111,7 +123,7 @@ async def test_virtual_latency_is_the_modelled_cost() -> None:
         guests, recorder = await booted(rt, 1, virtual=True)
         guest = guests[0]
         before = guest.driver.clock.now()
-        assert type(await guest.do(Rdmsr(msr=Msr.APIC_BASE))) is Completed
+        assert type(await _do(guest, Rdmsr(msr=Msr.APIC_BASE))) is Completed
         elapsed = guest.driver.clock.now() - before
         costs = CostModel()
         base = costs.l2_exit_to_l1_and_reenter + costs.l1_user_mode_roundtrip
@@ -124,11 +136,11 @@ async def test_recover_returns_to_vtl0_after_a_surprise() -> None:
     async with open_runtime(seed=1) as rt:
         guests, _ = await booted(rt, 1)
         guest = guests[0]
-        await guest.do(VtlCall())
+        await _do(guest, VtlCall())
         assert guest.vp.active_vtl == Vtl.VTL1
-        assert await recover(guest)
+        assert await drive(recover(guest))
         assert guest.vp.active_vtl == Vtl.VTL0
-        assert await recover(guest)  # nothing to do in VTL0
+        assert await drive(recover(guest))  # nothing to do in VTL0
 
 
 async def test_pingpong_without_vsm_is_unexpected() -> None:
@@ -138,7 +150,7 @@ async def test_pingpong_without_vsm_is_unexpected() -> None:
         driver = Driver(0, RealClock(), PhaseRecorder(0, 1_000), None)
         guest = Guest(partition.vp(0), 0, 0, driver)
         with pytest.raises(Unexpected, match="VtlCall"):
-            await OPERATIONS["vtl-pingpong"].episode(guest, random.Random(1))
+            await drive(OPERATIONS["vtl-pingpong"].episode(guest, random.Random(1)))
 
 
 def test_resolve_names() -> None:
