@@ -2,14 +2,15 @@
 
 Alternated sample by sample in one event loop with that backend's raw ask floor (asyncio: a
 Queue-fed actor task replying through a Future; trio: a minimal mailbox, a deque plus one parked
-waiter) and, with ``--peers``, with every installed in-process peer that runs on that backend
-(``peers``: thespian, pykka, xoscar); a direct method call for scale. Target: p50 <= 1.5x the
-raw ask floor, and below every peer measured in the same run.
+waiter); a direct method call for scale. With ``--peers``, every installed in-process peer that
+runs on that backend (``peers``: thespian, pykka, xoscar) is then alternated with the same floor
+in a round of its own, in the same event loop (a peer's threads must not slow tdvsm's samples
+or the other way round). Target: p50 <= 1.5x the raw ask floor, and below every peer measured
+in the same run.
 """
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from typing import Final
 
 import anyio
@@ -18,7 +19,7 @@ from protocol import Msr, Rdmsr
 
 from ..._host import open_runtime
 from ._figure import Figure, percentile
-from .floors import Ask, asyncio_floor, direct_call_ns, interleaved, trio_floor
+from .floors import asyncio_floor, direct_call_ns, interleaved, trio_floor
 from .peers import PEERS, peer_ask
 
 __all__ = ("FLOOR_RATIO", "measure_p1")
@@ -31,20 +32,23 @@ _FLOORS: Final = {
 }
 
 
-async def _p1_samples(backend: str, n: int, peers: list[str]) -> list[list[int]]:
+async def _p1_samples(backend: str, n: int, peers: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """([floor, tdvsm] samples, [floor, peer] samples of each peer's own round)."""
     floor = asyncio_floor() if backend == "asyncio" else trio_floor()
-    async with AsyncExitStack() as stack:
-        floor_ask = await stack.enter_async_context(floor)
-        rt = await stack.enter_async_context(open_runtime(seed=1))
-        vp = (await rt.create_partition(vp_count=1)).vp(0)
-        action = Rdmsr(msr=Msr.LSTAR)
+    async with floor as floor_ask:
+        async with open_runtime(seed=1) as rt:
+            vp = (await rt.create_partition(vp_count=1)).vp(0)
+            action = Rdmsr(msr=Msr.LSTAR)
 
-        async def vp_ask(_: int) -> object:
-            return await vp.execute(action)
+            async def vp_ask(_: int) -> object:
+                return await vp.execute(action)
 
-        asks: list[Ask] = [floor_ask, vp_ask]
-        asks += [await stack.enter_async_context(peer_ask(name)) for name in peers]
-        return await interleaved(asks, n)
+            ours = await interleaved([floor_ask, vp_ask], n)
+        theirs = []
+        for name in peers:
+            async with peer_ask(name) as ask:
+                theirs.append(await interleaved([floor_ask, ask], n))
+    return ours, theirs
 
 
 def measure_p1(quick: bool, peers: list[str] | None = None) -> list[Figure]:
@@ -54,10 +58,11 @@ def measure_p1(quick: bool, peers: list[str] | None = None) -> list[Figure]:
     direct = direct_call_ns(n * 10)
     for backend, floor_name in _FLOORS.items():
         here = [p for p in peers or [] if PEERS[p] in ("any", backend)]
-        floor, ours, *theirs = anyio.run(_p1_samples, backend, n, here, backend=backend)
+        (floor, ours), theirs = anyio.run(_p1_samples, backend, n, here, backend=backend)
         p50, floor_p50 = percentile(ours, 0.5), percentile(floor, 0.5)
         ratio = p50 / floor_p50
-        peer_p50 = {name: percentile(samples, 0.5) for name, samples in zip(here, theirs, strict=True)}
+        peer_p50 = {name: percentile(samples[1], 0.5) for name, samples in zip(here, theirs, strict=True)}
+        peer_floor = {name: percentile(samples[0], 0.5) for name, samples in zip(here, theirs, strict=True)}
         fastest = min(peer_p50.values(), default=None)
         met = ratio <= FLOOR_RATIO and (fastest is None or p50 < fastest)
         detail: dict[str, float | str] = {
@@ -90,9 +95,9 @@ def measure_p1(quick: bool, peers: list[str] | None = None) -> list[Figure]:
                     name=f"  peer {name} ask p50, {backend}",
                     value=value / 1000,
                     unit="us",
-                    floor=floor_p50 / 1000,
+                    floor=peer_floor[name] / 1000,
                     floor_name=floor_name,
-                    ratio=round(value / floor_p50, 3),
+                    ratio=round(value / peer_floor[name], 3),
                     target="(a peer)",
                     met=None,
                     detail={"tdvsm_over_peer": round(p50 / value, 3)},

@@ -64,7 +64,7 @@ def measure_p7(quick: bool) -> list[Figure]:
     return [
         Figure(
             id="P7",
-            name=f"virtual-time actions/wall s, {partitions}x4",
+            name=f"virtual actions/wall s, {partitions}x4",
             value=round(rate),
             unit="/s",
             floor=round(floor),
