@@ -19,6 +19,12 @@ from ._host import (
     Vp as Vp,
     open_runtime as open_runtime,
 )
+from ._programs import (
+    GuestProgram as GuestProgram,
+    execute_inline as execute_inline,
+    run_driven as run_driven,
+    run_inline as run_inline,
+)
 from ._scheduler import SchedulerStatistics as SchedulerStatistics
 
 __all__ = (
@@ -34,4 +40,8 @@ __all__ = (
     "SchedulerStatistics",
     "Vp",
     "open_runtime",
+    "GuestProgram",
+    "execute_inline",
+    "run_driven",
+    "run_inline",
 )

@@ -34,18 +34,16 @@ from __future__ import annotations
 
 import time
 import types
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
 
 from actors import check_vp_invariants
+from protocol import Action, Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
-
-    from protocol import Action, Outcome
-
     from ._host import Vp
     from ._scheduler import BatchingScheduler, VpCell
 
@@ -55,7 +53,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: A guest program over targets of type T returning R: yields (target, action), receives outcomes.
-GuestProgram: TypeAlias = "Generator[tuple[T, Action], Outcome, R]"
+GuestProgram: TypeAlias = Generator[tuple[T, Action], Outcome, R]
 
 _GENERATOR: Final = types.GeneratorType
 

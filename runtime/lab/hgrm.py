@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from hdrh.histogram import HdrHistogram
 
-from .metrics import recorded
+from .metrics import mean_and_deviation, recorded
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -74,8 +74,7 @@ def format_hgrm(histogram: HdrHistogram) -> str:
             lines.append(f"{value / scale:12.3f} {fraction:2.12f} {count:10d} {1 / (1 - fraction):14.2f}")
         else:
             lines.append(f"{value / scale:12.3f} {fraction:2.12f} {count:10d}")
-    mean = histogram.get_mean_value() / scale
-    deviation = histogram.get_stddev() / scale
+    mean, deviation = (v / scale for v in mean_and_deviation(histogram))
     lines.append(f"#[Mean    = {mean:12.3f}, StdDeviation   = {deviation:12.3f}]")
     maximum = histogram.get_max_value() / scale
     lines.append(f"#[Max     = {maximum:12.3f}, Total count    = {histogram.get_total_count():12d}]")

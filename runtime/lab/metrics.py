@@ -25,6 +25,7 @@ __all__ = (
     "PhaseRecorder",
     "Timeline",
     "latency_stats",
+    "mean_and_deviation",
     "merge_encoded",
     "new_histogram",
     "recorded",
@@ -71,6 +72,18 @@ def recorded(histogram: HdrHistogram) -> list[tuple[int, int]]:
     """
     highest = histogram.get_highest_equivalent_value
     return [(highest(value), count) for value, count in _nonzero(histogram)]
+
+
+def mean_and_deviation(histogram: HdrHistogram) -> tuple[float, float]:
+    """HdrHistogram's mean and standard deviation (each bucket weighed at its middle), in one pass."""
+    count = histogram.get_total_count()
+    if not count:
+        return 0.0, 0.0
+    median = histogram._hdr_median_equiv_value
+    middles = [(median(value), n) for value, n in _nonzero(histogram)]
+    mean = sum(middle * n for middle, n in middles) / count
+    variance = sum((middle - mean) ** 2 * n for middle, n in middles) / count
+    return mean, variance**0.5
 
 
 def latency_stats(histogram: HdrHistogram) -> LatencyStats:

@@ -105,11 +105,13 @@ async def test_inline_refuses_a_vp_with_mail_and_a_stopped_partition() -> None:
     async with open_runtime(seed=1, clock="virtual") as rt:
         part = await rt.create_partition(vp_count=1)
         vp = part.vp(0)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(vp.execute, Rdmsr(msr=Msr.APIC_BASE))
-            await anyio.lowlevel.checkpoint()  # the driven action sits in the mailbox
-            with pytest.raises(RuntimeError, match="in-line execution needs an idle VP"):
-                execute_inline(vp, Rdmsr(msr=Msr.APIC_BASE))
+        # What vp.execute does before it waits: the action sits in the mailbox (no checkpoint yet).
+        scheduler = vp._scheduler
+        slot = scheduler.backend.slot()
+        scheduler.post_action(vp._cell, Rdmsr(msr=Msr.APIC_BASE), slot)
+        with pytest.raises(RuntimeError, match="in-line execution needs an idle VP"):
+            execute_inline(vp, Rdmsr(msr=Msr.APIC_BASE))
+        assert await slot == Completed(value=0xFEE0_0900)  # the driven one still runs
         assert execute_inline(vp, Rdmsr(msr=Msr.APIC_BASE)) == Completed(value=0xFEE0_0900)
         await part.stop()
         with pytest.raises(anyio.ClosedResourceError, match="stopped"):

@@ -32,7 +32,9 @@ _FLOORS: Final = {
 }
 
 
-async def _p1_samples(backend: str, n: int, peers: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+async def _p1_samples(
+    backend: str, n: int, peers: list[str]
+) -> tuple[list[list[int]], list[list[list[int]]]]:
     """([floor, tdvsm] samples, [floor, peer] samples of each peer's own round)."""
     floor = asyncio_floor() if backend == "asyncio" else trio_floor()
     async with floor as floor_ask:
