@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
 import anyio
 import anyio.lowlevel
 
-from actors import check_vp_invariants
+from actors import PartitionFailed, check_vp_invariants
 from protocol import Action, Outcome
 
 if TYPE_CHECKING:
     from ._host import Vp
-    from ._scheduler import BatchingScheduler, VpCell
+    from ._scheduler import BatchingScheduler, PartitionCells, VpCell
 
 __all__ = ("GuestProgram", "Pacer", "execute_inline", "run_driven", "run_inline")
 
@@ -64,6 +64,8 @@ def execute_inline(vp: Vp, action: Action) -> Outcome:
     Raises:
         RuntimeError: the VP or its supervisor has work queued from the mailbox path.
         anyio.ClosedResourceError: the partition or runtime is stopped.
+        PartitionFailed: a fatal condition ended the partition (now, or before): as on the
+            runner, the whole partition is failed (``BatchingScheduler.fail_partition``).
         Exception: whatever ``vp.execute(action)`` would raise (``VpNotRunning``, ...).
     """
     outcome: Outcome = step_inline(vp._scheduler, vp._cell, action)
@@ -82,29 +84,47 @@ def step_inline(scheduler: BatchingScheduler, cell: VpCell, action: object) -> A
     if not mailbox.high_water:
         mailbox.high_water = 1  # one message of depth 1, as when driven through the mailbox
     scheduler.steps += 1
+    woken: list[VpCell] = []
     try:
         result = cell.actor.execute(action)
+        if type(result) is _GENERATOR:
+            result = _drive(scheduler, cell, result, woken)
+        elif scheduler.check_invariants:
+            check_vp_invariants(cell.actor.state)
+    except PartitionFailed as exc:
+        raise _fatal(scheduler, cell.partition, exc) from None
     except Exception:
         scheduler.errors += 1
         raise
-    if type(result) is _GENERATOR:
-        result = _drive(scheduler, cell, result)
-    elif scheduler.check_invariants:
-        _check(scheduler, cell)
-    scheduler._after_step(cell)
+    finally:
+        scheduler._after_step(cell)
+    # The caller's hypercall completes before its targets act on their control messages, as on
+    # the runner: a context load that proves fatal ends the partition after the caller's result.
+    for target in woken:
+        scheduler.steps += 1
+        try:
+            target.actor.apply_controls()
+        except PartitionFailed as exc:
+            _fatal(scheduler, target.partition, exc)
+            continue
+        if scheduler.check_invariants:
+            check_vp_invariants(target.actor.state)
+        scheduler._after_step(target)
     return result
 
 
-def _check(scheduler: BatchingScheduler, cell: VpCell) -> None:
-    try:
-        check_vp_invariants(cell.actor.state)
-    except Exception:
-        scheduler.errors += 1
-        raise
+def _fatal(scheduler: BatchingScheduler, partition: PartitionCells, exc: PartitionFailed) -> PartitionFailed:
+    """End ``partition`` as the runner does (``fail_partition``); the error its caller gets."""
+    scheduler._fatal(partition, exc, None)
+    return PartitionFailed(partition.failure)
 
 
-def _drive(scheduler: BatchingScheduler, cell: VpCell, generator: Any) -> Any:
-    """The runner's ``_drive`` and ``_step_partition`` in one: a hypercall generator to its result."""
+def _drive(scheduler: BatchingScheduler, cell: VpCell, generator: Any, woken: list[VpCell]) -> Any:
+    """The runner's ``_drive`` and ``_step_partition`` in one: a hypercall generator to its result.
+
+    Idle VPs the supervisor sends control messages to are appended to ``woken``; the caller
+    applies their messages once this hypercall has its result.
+    """
     partition = cell.partition
     ok, value = True, cast("Any", None)
     while True:
@@ -112,14 +132,11 @@ def _drive(scheduler: BatchingScheduler, cell: VpCell, generator: Any) -> Any:
             request = generator.send(value) if ok else generator.throw(value)
         except StopIteration as stop:
             if scheduler.check_invariants:
-                _check(scheduler, cell)
+                check_vp_invariants(cell.actor.state)
             return stop.value
-        except Exception:
-            scheduler.errors += 1
-            raise
         if scheduler.check_invariants:
             try:
-                _check(scheduler, cell)
+                check_vp_invariants(cell.actor.state)
             except Exception:
                 generator.close()
                 raise
@@ -140,11 +157,7 @@ def _drive(scheduler: BatchingScheduler, cell: VpCell, generator: Any) -> Any:
             if target_cell is cell:
                 continue  # applied by this VP's next action or inspection, as on the runner
             if not target_cell.mailbox and target_cell.pending is None:
-                scheduler.steps += 1
-                target_cell.actor.apply_controls()
-                if scheduler.check_invariants:
-                    _check(scheduler, target_cell)
-                scheduler._after_step(target_cell)
+                woken.append(target_cell)
             else:
                 scheduler.schedule(target_cell)
         ok, value = True, status

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from .report import PhaseReport, Report
+from .report import SCHEMA, PhaseReport, Report
 from .usage import UsageError
 
 if TYPE_CHECKING:
@@ -37,14 +37,28 @@ def load_report(path: str) -> Report:
         msg = f"cannot read report {path}: {exc.strerror or exc}"
         raise UsageError(msg) from None
     try:
-        report = msgspec.json.decode(data, type=Report)
+        header = msgspec.json.decode(data, type=_Header)
     except msgspec.DecodeError as exc:
         msg = f"{path} is not a tdvsm run report: {str(exc).splitlines()[0]}"
         raise UsageError(msg) from None
-    if report.tool != "tdvsm" or not report.schema.startswith("tdvsm.report/"):
-        msg = f"{path} is not a tdvsm run report (schema {report.schema!r})"
+    if header.tool != "tdvsm" or not header.schema.startswith("tdvsm.report/"):
+        msg = f"{path} is not a tdvsm run report (schema {header.schema!r})"
         raise UsageError(msg)
-    return report
+    if header.schema != SCHEMA:
+        msg = f"{path} has schema {header.schema!r}; this tdvsm reads {SCHEMA!r}: rerun it with this version"
+        raise UsageError(msg)
+    try:
+        return msgspec.json.decode(data, type=Report)
+    except msgspec.DecodeError as exc:
+        msg = f"{path} is not a valid {SCHEMA} report: {str(exc).splitlines()[0]}"
+        raise UsageError(msg) from None
+
+
+class _Header(msgspec.Struct):
+    """What identifies a report, read before the rest."""
+
+    schema: str = ""
+    tool: str = ""
 
 
 def tdcalls(row: ActionReport | WorkloadReport | PhaseReport) -> int:

@@ -23,7 +23,8 @@ from protocol import (
     VtlReturn,
     Wrmsr,
 )
-from runtime import VpNotRunning, open_runtime
+from protocol._x86 import CR0_ET, CR0_PG
+from runtime import PartitionFailed, VpNotRunning, open_runtime
 from runtime._programs import Pacer, execute_inline, run_driven, run_inline
 from runtime.testing import LONG_MODE_CR0, long_mode_context
 
@@ -126,3 +127,29 @@ async def test_pacer_says_when_a_slice_is_used_up() -> None:
     assert not long.due()
     with anyio.fail_after(5):
         await pacer.pause()
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["driven", "inline"])
+async def test_a_fatal_condition_ends_the_partition_on_either_path(inline: bool) -> None:
+    """DOMAIN 7.2 in-line as driven: the VM entry after CR0.PG without PE fails the partition;
+    every VP of it raises PartitionFailed with the reason, and another partition runs on."""
+
+    def fatal(vp: Vp) -> Generator[tuple[Vp, Action], Outcome, str]:
+        yield vp, MovToCr(cr=0, value=CR0_PG | CR0_ET)
+        try:
+            yield vp, Rdmsr(msr=Msr.APIC_BASE)  # VM entry: check 3 fails
+        except PartitionFailed as exc:
+            return str(exc)
+        return "ran"
+
+    async with open_runtime(seed=1, clock="virtual") as rt:
+        doomed_part = await rt.create_partition(vp_count=1)
+        other_part = await rt.create_partition(vp_count=1)
+        program = fatal(doomed_part.vp(0))
+        reason = run_inline(program) if inline else await run_driven(program)
+        assert doomed_part.failure is not None
+        assert reason == doomed_part.failure
+        assert "check 3" in reason
+        with pytest.raises(PartitionFailed):
+            execute_inline(doomed_part.vp(0), Rdmsr(msr=Msr.APIC_BASE))
+        assert type(execute_inline(other_part.vp(0), Rdmsr(msr=Msr.APIC_BASE))) is Completed

@@ -188,7 +188,9 @@ class Guest:
         driver.recorder.record(name, outcome_name, end - start, end, commits, reads, writes)
         trace = self.trace
         if trace is not None:
-            trace.action(name, outcome, start, end, self.trace_vtl, self.vp.active_vtl, commits, reads, writes)
+            trace.action(
+                name, outcome, start, end, self.trace_vtl, self.vp.active_vtl, commits, reads, writes
+            )
 
 
 async def drive(program: Program[R]) -> R:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import random
     from pathlib import Path
 
-    from runtime.lab.workloads import Guest
+    from runtime.lab.workloads import Guest, Program
 
 
 def counts(p: PhaseReport) -> dict[str, int]:
@@ -535,11 +535,11 @@ def test_failed_partitions_are_counted_and_the_run_carries_on(
     workload = OPERATIONS["exits"]
     original = workload.episode
 
-    async def fatal_on_partition_1(guest: Guest, rng: random.Random) -> None:
+    def fatal_on_partition_1(guest: Guest, rng: random.Random) -> Program[None]:
         if guest.partition == 1:
-            await guest.do(MovToCr(cr=0, value=CR0_PG | CR0_ET))
-            await guest.do(Rdmsr(msr=Msr.APIC_BASE))  # VM entry fails: PartitionFailed
-        await original(guest, rng)
+            yield guest, MovToCr(cr=0, value=CR0_PG | CR0_ET)
+            yield guest, Rdmsr(msr=Msr.APIC_BASE)  # VM entry fails: PartitionFailed
+        yield from original(guest, rng)
 
     monkeypatch.setattr(workload, "episode", fatal_on_partition_1)
     report = run(tmp_path, "--ops", "60", "--workload", "exits")
