@@ -145,12 +145,12 @@ def _phase_block(
         ("TDCALLs (modelled)", tdcalls),
         ("modelled cycles", lambda p: p.modelled.total_cycles),
     )
-    lines.append(f"  {'phase':<{_NAME}}{'A':>14}{'B':>14}{'B/A':>8}")
+    lines.append(f"  {'phase':<{_NAME}}{'A':>18}{'B':>18}{'B/A':>8}")
     for label, get in totals:
         x = get(a) if a is not None else None
         y = get(b) if b is not None else None
         shown = ("-" if v is None else f"{v:,.0f}" for v in (x, y))
-        lines.append(f"  {label:<{_NAME}}{next(shown):>14}{next(shown):>14}{_ratio(x, y):>8}")
+        lines.append(f"  {label:<{_NAME}}{next(shown):>18}{next(shown):>18}{_ratio(x, y):>8}")
     rows = _rows(a, b)
     head = "".join(f"{m + ' A':>9}{m + ' B':>9}{'B/A':>7}" for m in ("p50", "p99", "p99.9"))
     lines.append(f"  {'latency, ' + unit + 'us':<{_NAME}}{head}")

@@ -52,15 +52,25 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
+def _compact(value: float) -> str:
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return _num(value)
+
+
 def _with_unit(value: float, unit: str, width: int) -> str:
-    text = f"{_num(value)}{unit}" if unit.startswith("/") else f"{_num(value)} {unit}"
-    if len(text) >= width and unit.endswith("/s"):
-        text = f"{_num(value)}/s"  # "509,278 updates/s" -> "509,278/s": the name says what
-    return text
+    """``value`` and its unit in fewer than ``width`` characters (shortened when too long)."""
+    for number in (_num(value), _compact(value)):
+        text = f"{number}{unit}" if unit.startswith("/") else f"{number} {unit}"
+        if len(text) < width:
+            return text
+    # "509,278 updates/s" -> "509k/s": the figure's name says what is counted.
+    return f"{_compact(value)}/s" if unit.endswith("/s") else _compact(value)
 
 
 # Column widths: id, figure, value, floor, ratio, target, met (they add up to TABLE_WIDTH).
-_W: Final = (4, 33, 15, 15, 7, 21, 5)
+_W: Final = (4, 32, 15, 15, 8, 21, 5)
 
 
 def _cell(text: str, width: int) -> str:

@@ -94,7 +94,7 @@ def measure_p1(quick: bool, peers: list[str] | None = None) -> list[Figure]:
             figures.append(
                 Figure(
                     id="P1",
-                    name=f"  peer {name} ask p50, {backend}",
+                    name=f"  peer {name} p50, {backend}",
                     value=value / 1000,
                     unit="us",
                     floor=peer_floor[name] / 1000,
