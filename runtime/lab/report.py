@@ -9,10 +9,6 @@ left out unless asked for. README.md "Report schema" documents every field.
 
 from __future__ import annotations
 
-import os
-import platform
-import resource
-import sys
 from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
@@ -20,6 +16,7 @@ import msgspec
 from .costs import CostModel, CostParameter, action_kind, describe
 from .metrics import LatencyStats, encode, latency_stats
 from .records import RATE_HELD, Counters, ExperimentOptions, RunData
+from .wall import WallReport, rate, wall_report
 
 if TYPE_CHECKING:
     from .records import PhaseData
@@ -176,26 +173,6 @@ class CostReport(msgspec.Struct, frozen=True, kw_only=True):
     parameters: list[CostParameter]
 
 
-class PhaseWall(msgspec.Struct, frozen=True, kw_only=True):
-    """Wall-clock facts of one phase."""
-
-    phase: str
-    wall_ns: int
-    actions_per_wall_second: float
-
-
-class WallReport(msgspec.Struct, frozen=True, kw_only=True):
-    """Host facts and wall-clock times: never reproducible, so kept apart."""
-
-    python: str
-    platform: str
-    cpus: int
-    max_rss_bytes: int
-    runs: list[list[PhaseWall]]
-    total_wall_ns: int
-    scheduler: list[dict[str, int]]
-
-
 class ThresholdResult(msgspec.Struct, frozen=True, kw_only=True):
     """One ``--threshold`` check on one run: what was observed and whether it passed."""
 
@@ -234,10 +211,6 @@ _COST_NOTE: Final = (
 DEFAULT_COST_SOURCE: Final = "tdvsm defaults, README 'Cost model'"
 
 
-def _rate(count: int, ns: int) -> float:
-    return round(count * 1e9 / ns, 1) if ns > 0 else 0.0
-
-
 def _modelled(phase: PhaseData, costs: CostModel) -> ModelledCost:
     base = switches = intercepts = 0
     for (action, outcome), count in phase.recorder.outcomes.items():
@@ -273,7 +246,7 @@ def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
         ActionReport(
             action=name,
             count=histogram.get_total_count(),
-            per_second=_rate(histogram.get_total_count(), ns),
+            per_second=rate(histogram.get_total_count(), ns),
             latency=latency_stats(histogram),
             outcomes=outcomes.get(name, {}),
             histogram=encode(histogram),
@@ -287,7 +260,7 @@ def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
         WorkloadReport(
             workload=name,
             operations=histogram.get_total_count(),
-            per_second=_rate(histogram.get_total_count(), ns),
+            per_second=rate(histogram.get_total_count(), ns),
             latency=latency_stats(histogram),
             unexpected=recorder.unexpected_counts.get(name, 0),
             unexpected_examples=recorder.unexpected.get(name, []),
@@ -305,8 +278,8 @@ def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
         duration_ns=ns,
         operations=operations,
         actions=recorder.actions,
-        operations_per_second=_rate(operations, ns),
-        actions_per_second=_rate(recorder.actions, ns),
+        operations_per_second=rate(operations, ns),
+        actions_per_second=rate(recorder.actions, ns),
         failed=phase.failed,
         failed_partitions=[
             FailedPartition(partition=pid, reason=reason)
@@ -318,7 +291,7 @@ def _phase(phase: PhaseData, costs: CostModel) -> PhaseReport:
         actions_by_type=actions,
         workloads=workloads,
         timeline=TimelineReport(bucket_ns=recorder.timeline.width, counts=list(recorder.timeline.counts)),
-        open_loop=_open_loop(phase, _rate(operations, ns)),
+        open_loop=_open_loop(phase, rate(operations, ns)),
     )
 
 
@@ -381,28 +354,6 @@ def _compare(batched: RunReport, eager: RunReport) -> Comparison:
     )
 
 
-def _wall(runs: list[RunData]) -> WallReport:
-    return WallReport(
-        python=sys.version.split()[0],
-        platform=platform.platform(),
-        cpus=os.cpu_count() or 1,
-        max_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        runs=[
-            [
-                PhaseWall(
-                    phase=p.name,
-                    wall_ns=p.wall_ns,
-                    actions_per_wall_second=_rate(p.recorder.actions, p.wall_ns),
-                )
-                for p in run.phases
-            ]
-            for run in runs
-        ],
-        total_wall_ns=sum(run.wall_ns for run in runs),
-        scheduler=[run.scheduler for run in runs],
-    )
-
-
 def build_report(
     runs: list[RunData],
     costs: CostModel,
@@ -438,7 +389,7 @@ def build_report(
         cost_model=CostReport(source=cost_source, note=_COST_NOTE, parameters=describe(costs, overridden)),
         runs=run_reports,
         comparison=comparison,
-        wall=_wall(runs) if include_wall else None,
+        wall=wall_report(runs) if include_wall else None,
         warnings=_warnings(run_reports),
     )
 
