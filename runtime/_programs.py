@@ -16,36 +16,33 @@ guest-visible state and the same counters:
 * ``await run_driven(program)``: each action through ``vp.execute`` (the VP's mailbox, a
   scheduler pass, the reply slot). This is the path a real-clock experiment measures.
 * ``run_inline(program)``: each action through ``execute_inline``, synchronously in the caller:
-  the scheduler's own step runs at once (apply control messages, commit at VTL entry, the rule,
-  the invariant checks), without the mailbox, the reply slot or the event-loop round trip. A
-  hypercall that needs the partition supervisor has its requests handled in the same call, one
-  supervisor step each; control messages they send to another idle VP are applied at once (the
-  runner would apply them in its next pass, before that VP could run or be inspected). Meant for
-  virtual-clock runs, whose latencies are modelled, and for Ray shards running a whole fleet's
-  programs inside one process.
+  the action is posted to the VP's mailbox as ``vp.execute`` posts it, and the scheduler's own
+  passes run at once (``BatchingScheduler.run_now``) until nothing is ready: the VP's step
+  (control messages, commit at VTL entry, the rule, the invariant checks), the supervisor's step
+  for a partition-wide hypercall, the steps that apply its control messages to other VPs, in the
+  order the runner task would run them. There is no await, no reply future and no event-loop
+  round trip. Meant for virtual-clock runs, whose latencies are modelled, and for Ray shards
+  running a whole fleet's programs inside one process.
 
-In-line execution needs the VP idle: nothing in its mailbox, no hypercall of its own waiting for
-the supervisor, and nothing queued at the supervisor. It never yields to the event loop, so a
-long program should call ``await Pacer.pause()`` when ``Pacer.due()`` (every ``slice_s`` of wall
-time) to let other tasks run.
+In-line execution never yields to the event loop, so a long program should call
+``await Pacer.pause()`` when ``Pacer.due()`` (every ``slice_s`` of wall time) to let other tasks
+(the runner among them) run. Anything already queued for the VP by the mailbox path runs first.
 """
 
 from __future__ import annotations
 
 import time
-import types
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, final
 
 import anyio
 import anyio.lowlevel
 
-from actors import PartitionFailed, check_vp_invariants
 from protocol import Action, Outcome
 
 if TYPE_CHECKING:
     from ._host import Vp
-    from ._scheduler import BatchingScheduler, PartitionCells, VpCell
+    from ._scheduler import BatchingScheduler, VpCell
 
 __all__ = ("GuestProgram", "Pacer", "execute_inline", "run_driven", "run_inline")
 
@@ -55,112 +52,61 @@ R = TypeVar("R")
 #: A guest program over targets of type T returning R: yields (target, action), receives outcomes.
 GuestProgram: TypeAlias = Generator[tuple[T, Action], Outcome, R]
 
-_GENERATOR: Final = types.GeneratorType
-
 
 def execute_inline(vp: Vp, action: Action) -> Outcome:
     """The guest on ``vp`` performs ``action`` now, in the caller (see the module docstring).
 
     Raises:
-        RuntimeError: the VP or its supervisor has work queued from the mailbox path.
-        anyio.ClosedResourceError: the partition or runtime is stopped.
-        PartitionFailed: a fatal condition ended the partition (now, or before): as on the
-            runner, the whole partition is failed (``BatchingScheduler.fail_partition``).
-        Exception: whatever ``vp.execute(action)`` would raise (``VpNotRunning``, ...).
+        Exception: whatever ``vp.execute(action)`` would raise (``VpNotRunning``,
+            ``PartitionFailed``, ``Busy``, ``anyio.ClosedResourceError`` ...).
     """
     outcome: Outcome = step_inline(vp._scheduler, vp._cell, action)
     return outcome
 
 
-def step_inline(scheduler: BatchingScheduler, cell: VpCell, action: object) -> Any:
-    """One runner step of ``action`` on ``cell``, done in the caller (``execute_inline``'s body)."""
-    mailbox = cell.mailbox
-    if mailbox.closed:
-        msg = f"{cell} is stopped"
-        raise anyio.ClosedResourceError(msg)
-    if mailbox or cell.pending is not None:
-        msg = f"{cell}: in-line execution needs an idle VP, but it has messages in flight"
+@final
+class _Slot:
+    """A reply slot filled during ``run_now``: nobody awaits it, the caller reads it at once."""
+
+    __slots__ = ("_done", "error", "value")
+
+    def __init__(self) -> None:
+        self._done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any, /) -> None:
+        self._done = True
+        self.value = value
+
+    def set_exception(self, error: BaseException, /) -> None:
+        self._done = True
+        self.error = error
+
+    def __await__(self) -> Generator[Any, None, Any]:  # pragma: no cover - never awaited
+        msg = "an in-line reply slot is read, not awaited"
         raise RuntimeError(msg)
-    if not mailbox.high_water:
-        mailbox.high_water = 1  # one message of depth 1, as when driven through the mailbox
-    scheduler.steps += 1
-    woken: list[VpCell] = []
-    try:
-        result = cell.actor.execute(action)
-        if type(result) is _GENERATOR:
-            result = _drive(scheduler, cell, result, woken)
-        elif scheduler.check_invariants:
-            check_vp_invariants(cell.actor.state)
-    except PartitionFailed as exc:
-        raise _fatal(scheduler, cell.partition, exc) from None
-    except Exception:
-        scheduler.errors += 1
-        raise
-    finally:
-        scheduler._after_step(cell)
-    # The caller's hypercall completes before its targets act on their control messages, as on
-    # the runner: a context load that proves fatal ends the partition after the caller's result.
-    for target in woken:
-        scheduler.steps += 1
-        try:
-            target.actor.apply_controls()
-        except PartitionFailed as exc:
-            _fatal(scheduler, target.partition, exc)
-            continue
-        if scheduler.check_invariants:
-            check_vp_invariants(target.actor.state)
-        scheduler._after_step(target)
-    return result
 
 
-def _fatal(scheduler: BatchingScheduler, partition: PartitionCells, exc: PartitionFailed) -> PartitionFailed:
-    """End ``partition`` as the runner does (``fail_partition``); the error its caller gets."""
-    scheduler._fatal(partition, exc, None)
-    return PartitionFailed(partition.failure)
+def step_inline(scheduler: BatchingScheduler, cell: VpCell, action: object) -> Any:
+    """Post ``action`` to ``cell`` and run the scheduler's passes now (``execute_inline``'s body).
 
-
-def _drive(scheduler: BatchingScheduler, cell: VpCell, generator: Any, woken: list[VpCell]) -> Any:
-    """The runner's ``_drive`` and ``_step_partition`` in one: a hypercall generator to its result.
-
-    Idle VPs the supervisor sends control messages to are appended to ``woken``; the caller
-    applies their messages once this hypercall has its result.
+    The message goes through the VP's mailbox (behind anything already queued there) and every
+    step it needs (the VP's, the supervisor's, the targets' control messages) is the runner's
+    own step, run in the caller by ``BatchingScheduler.run_now``.
     """
-    partition = cell.partition
-    ok, value = True, cast("Any", None)
-    while True:
-        try:
-            request = generator.send(value) if ok else generator.throw(value)
-        except StopIteration as stop:
-            if scheduler.check_invariants:
-                check_vp_invariants(cell.actor.state)
-            return stop.value
-        if scheduler.check_invariants:
-            try:
-                check_vp_invariants(cell.actor.state)
-            except Exception:
-                generator.close()
-                raise
-        if partition.requests:
-            generator.close()  # the supervisor serves requests in arrival order: others came first
-            msg = f"{cell}: in-line execution needs an idle supervisor, but it has requests queued"
-            raise RuntimeError(msg)
-        scheduler.steps += 1
-        try:
-            status, effects = partition.supervisor.handle(request)
-        except Exception as exc:
-            scheduler.errors += 1
-            ok, value = False, exc
-            continue
-        for target, control in effects:
-            target_cell = partition.cells[target]
-            target_cell.actor.deliver(control)
-            if target_cell is cell:
-                continue  # applied by this VP's next action or inspection, as on the runner
-            if not target_cell.mailbox and target_cell.pending is None:
-                woken.append(target_cell)
-            else:
-                scheduler.schedule(target_cell)
-        ok, value = True, status
+    slot = _Slot()
+    scheduler.post_action(cell, action, slot)
+    scheduler.run_now()
+    if not slot._done:  # a step raised out of the scheduler instead of into the slot
+        msg = f"{cell}: the action did not complete in-line"
+        raise RuntimeError(msg)
+    if slot.error is not None:
+        raise slot.error
+    return slot.value
 
 
 def run_inline(program: GuestProgram[Vp, R]) -> R:

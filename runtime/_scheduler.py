@@ -59,6 +59,7 @@ class SchedulerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     window_commits: int
     largest_pass: int
     errors: int
+    inline_passes: int = 0
 
 
 class VpCell:
@@ -143,6 +144,7 @@ class BatchingScheduler:
         self.window_commits = 0
         self.largest_pass = 0
         self.errors = 0
+        self.inline_passes = 0
 
     def statistics(self) -> SchedulerStatistics:
         """Counters."""
@@ -152,6 +154,7 @@ class BatchingScheduler:
             window_commits=self.window_commits,
             largest_pass=self.largest_pass,
             errors=self.errors,
+            inline_passes=self.inline_passes,
         )
 
     # ---- posting (synchronous) ------------------------------------------------------------------
@@ -180,6 +183,23 @@ class BatchingScheduler:
         cell.mailbox.put((_INSPECT, inspect, slot))
 
     # ---- the runner ------------------------------------------------------------------------------
+
+    def run_now(self) -> None:
+        """Run passes in the caller, synchronously, until the ready queue is empty.
+
+        The hook of in-line guest programs (``runtime._programs``): the same passes and steps as
+        the runner task's, without waiting for the event loop to run it.
+        """
+        while self._ready:
+            batch, self._ready = self._ready, deque()
+            self.passes += 1
+            self.inline_passes += 1
+            for item in batch:
+                item.scheduled = False
+                if isinstance(item, VpCell):
+                    self._step_vp(item)
+                else:
+                    self._step_partition(item)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The runner task: drain the ready queue pass by pass, park when it is empty."""
