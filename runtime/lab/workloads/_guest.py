@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, final
 
 from ..._clock import VirtualClock
-from ..._programs import step_inline
+from ..._programs import execute_inline
 from ...testing import LONG_MODE_CR0, LONG_MODE_CR4, long_mode_context
 from ..costs import action_kind
 
@@ -114,8 +114,6 @@ class Guest:
     """One VP as a guest model drives it (see the module docstring)."""
 
     __slots__ = (
-        "_cell",
-        "_scheduler",
         "commits",
         "cr0",
         "cr4",
@@ -133,9 +131,6 @@ class Guest:
 
     def __init__(self, vp: Vp, partition: int, vp_index: int, driver: Driver) -> None:
         self.vp = vp
-        # The engine objects ``run_inline`` hands straight to the scheduler's step.
-        self._scheduler = vp._scheduler
-        self._cell = vp._cell
         self.partition = partition
         self.vp_index = vp_index
         self.driver = driver
@@ -229,7 +224,7 @@ def run_inline(program: Program[R]) -> R:
             guest, action = item
             start = guest.begin()
             try:
-                outcome = step_inline(guest._scheduler, guest._cell, action)
+                outcome = execute_inline(guest.vp, action)
             except Exception as exc:
                 item = program.throw(exc)
                 continue
