@@ -6,6 +6,8 @@ Depends on msgspec and the standard library only.
 from __future__ import annotations
 
 from ._actions import (
+    ACTION_HYPERCALL_CODES as ACTION_HYPERCALL_CODES,
+    MAX_REP_COUNT as MAX_REP_COUNT,
     AccessKind as AccessKind,
     Action as Action,
     ClearMessageSlot as ClearMessageSlot,
@@ -69,6 +71,7 @@ from ._outcomes import (
     Outcome as Outcome,
     VtlSwitched as VtlSwitched,
 )
+from ._validate import check_action as check_action
 from ._wire import (
     MAX_FRAME as MAX_FRAME,
     ErrorReply as ErrorReply,
@@ -143,6 +146,9 @@ from ._x86 import (
 )
 
 __all__ = (
+    "ACTION_HYPERCALL_CODES",
+    "MAX_REP_COUNT",
+    "check_action",
     "CR0_AM",
     "CR0_CD",
     "CR0_EM",

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Literal, TypeAlias
+from typing import Annotated, Final, Literal, TypeAlias
+
+import msgspec
 
 from ._base import U8, U16, U32, U64, U128, Msg, check_width
-from ._hv import HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF
+from ._hv import HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF, HypercallCode
 
 __all__ = (
+    "ACTION_HYPERCALL_CODES",
+    "MAX_REP_COUNT",
     "AccessKind",
     "Action",
     "ClearMessageSlot",
@@ -51,6 +55,10 @@ class AccessKind(enum.IntEnum):
 
 
 _ACCESS_KINDS: frozenset[int] = frozenset(AccessKind)
+
+#: The rep count of a hypercall input is 12 bits: no rep hypercall carries more elements.
+MAX_REP_COUNT: Final = 0xFFF
+_Reps = msgspec.Meta(max_length=MAX_REP_COUNT)
 
 
 def _check_input_vtl(owner: str, target_vtl: int | None) -> None:
@@ -140,7 +148,7 @@ class StartVirtualProcessor(Msg, tag=True, frozen=True, kw_only=True):
 class GetVpRegisters(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallGetVpRegisters (0x0050, rep): one element per register name."""
 
-    names: Sequence[U32]  # Sequence, not list: a list[HvRegisterName] must type-check
+    names: Annotated[Sequence[U32], _Reps]  # Sequence, not list: a list[HvRegisterName] must type-check
     partition_id: U64 = HV_PARTITION_ID_SELF
     vp_index: U32 = HV_VP_INDEX_SELF
     target_vtl: InputVtl | None = None
@@ -155,7 +163,7 @@ class GetVpRegisters(Msg, tag=True, frozen=True, kw_only=True):
 class SetVpRegisters(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallSetVpRegisters (0x0051, rep): one element per (name, value)."""
 
-    registers: list[RegisterAssoc]
+    registers: Annotated[list[RegisterAssoc], _Reps]
     partition_id: U64 = HV_PARTITION_ID_SELF
     vp_index: U32 = HV_VP_INDEX_SELF
     target_vtl: InputVtl | None = None
@@ -170,7 +178,7 @@ class SetVpRegisters(Msg, tag=True, frozen=True, kw_only=True):
 class ModifyVtlProtectionMask(Msg, tag=True, frozen=True, kw_only=True):
     """HvCallModifyVtlProtectionMask (0x000C, rep): set VTL0's access to guest pages."""
 
-    gpns: list[U64]
+    gpns: Annotated[list[U64], _Reps]
     map_flags: U32
     partition_id: U64 = HV_PARTITION_ID_SELF
     target_vtl: InputVtl | None = None
@@ -243,6 +251,19 @@ class ClearMessageSlot(Msg, tag=True, frozen=True, kw_only=True):
             raise ValueError(msg)
 
 
+#: Hypercall codes that have an action of their own (a raw ``Hypercall`` may not use them).
+ACTION_HYPERCALL_CODES: Final = {
+    HypercallCode.ENABLE_PARTITION_VTL: "EnablePartitionVtl",
+    HypercallCode.ENABLE_VP_VTL: "EnableVpVtl",
+    HypercallCode.START_VIRTUAL_PROCESSOR: "StartVirtualProcessor",
+    HypercallCode.GET_VP_REGISTERS: "GetVpRegisters",
+    HypercallCode.SET_VP_REGISTERS: "SetVpRegisters",
+    HypercallCode.MODIFY_VTL_PROTECTION_MASK: "ModifyVtlProtectionMask",
+    HypercallCode.VTL_CALL: "VtlCall",
+    HypercallCode.VTL_RETURN: "VtlReturn",
+}
+
+
 class Hypercall(Msg, tag=True, frozen=True, kw_only=True):
     """A raw hypercall by code, for codes that have no action of their own.
 
@@ -257,6 +278,15 @@ class Hypercall(Msg, tag=True, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         check_width("Hypercall", "rep_count", self.rep_count, 12)
         check_width("Hypercall", "rep_start", self.rep_start, 12)
+
+
+def check_raw_hypercall(call: Hypercall) -> None:
+    """Raise ValueError when ``call.code`` belongs to a hypercall that has its own action."""
+    action = ACTION_HYPERCALL_CODES.get(call.code)  # type: ignore[call-overload]  # any int
+    if action is not None:
+        name = HypercallCode(call.code).name
+        msg = f"Hypercall.code={name}: that hypercall has an action of its own, use {action}"
+        raise ValueError(msg)
 
 
 # ---- Exiting instructions ----------------------------------------------------------------------

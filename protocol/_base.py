@@ -14,8 +14,9 @@ __all__ = ("DECIMAL_FIELDS", "U8", "U16", "U32", "U64", "U128", "Msg", "check_wi
 U8: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=0xFF)]
 U16: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
 U32: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF_FFFF)]
-U64: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
-U128: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+# ``extra["bits"]`` tells the boundary checks (``_validate``) the width msgspec cannot hold.
+U64: TypeAlias = Annotated[int, msgspec.Meta(ge=0, extra={"bits": 64})]
+U128: TypeAlias = Annotated[int, msgspec.Meta(ge=0, extra={"bits": 128})]
 
 
 def check_width(owner: str, field: str, value: int, bits: int) -> None:
