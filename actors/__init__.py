@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._config import CommitPolicy as CommitPolicy, PartitionConfig as PartitionConfig
 from ._errors import (
+    ActorCrashed as ActorCrashed,
     Busy as Busy,
     InternalError as InternalError,
     PartitionFailed as PartitionFailed,
@@ -15,13 +16,28 @@ from ._errors import (
     VpFailed as VpFailed,
     VpNotRunning as VpNotRunning,
 )
+from ._faults import FAULTS as FAULTS, POINTS as FAULT_POINTS, FaultHook as FaultHook
 from ._hypercalls import Handler as Handler
-from ._invariants import check_vp_invariants as check_vp_invariants, vp_violations as vp_violations
+from ._invariants import (
+    check_vp_invariants as check_vp_invariants,
+    partition_violations as partition_violations,
+    vp_violations as vp_violations,
+)
 from ._partition import (
     PartitionSupervisor as PartitionSupervisor,
     SupervisorStatistics as SupervisorStatistics,
 )
-from ._protections import validate_vtl_gpa_flags as validate_vtl_gpa_flags
+from ._protections import Protections as Protections, validate_vtl_gpa_flags as validate_vtl_gpa_flags
+from ._snapshot import (
+    PLAN as SNAPSHOT_PLAN,
+    PartitionStateSnapshot as PartitionStateSnapshot,
+    VpSnapshot as VpSnapshot,
+    restore_partition_state as restore_partition_state,
+    restore_vp as restore_vp,
+    snapshot_partition_state as snapshot_partition_state,
+    snapshot_vp as snapshot_vp,
+)
+from ._state import VpState as VpState
 from ._tdx import TdxL2State as TdxL2State
 from ._vp import VpActor as VpActor, VpStatistics as VpStatistics, VtlControl as VtlControl
 from ._vsm import (
@@ -32,6 +48,19 @@ from ._vsm import (
 )
 
 __all__ = (
+    "FAULTS",
+    "FAULT_POINTS",
+    "SNAPSHOT_PLAN",
+    "ActorCrashed",
+    "FaultHook",
+    "PartitionStateSnapshot",
+    "Protections",
+    "VpSnapshot",
+    "VpState",
+    "restore_partition_state",
+    "restore_vp",
+    "snapshot_partition_state",
+    "snapshot_vp",
     "Busy",
     "CommitPolicy",
     "GuestVsmState",
@@ -51,6 +80,7 @@ __all__ = (
     "VpStatistics",
     "VtlControl",
     "check_vp_invariants",
+    "partition_violations",
     "validate_vtl_gpa_flags",
     "vp_violations",
 )

@@ -11,6 +11,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from protocol import (
+    ACTION_HYPERCALL_CODES,
     HV_PARTITION_ID_SELF,
     HV_VP_INDEX_SELF,
     EnablePartitionVtl,
@@ -237,16 +238,7 @@ def vtl_return(vp: VpState, caller: Vtl, action: VtlReturn) -> VtlSwitched | Exc
 # ---- dispatch -----------------------------------------------------------------------------------
 
 _DISPATCHED: Final = frozenset(HypercallCode)
-_ACTION_CODES: Final = {
-    HypercallCode.ENABLE_PARTITION_VTL: "EnablePartitionVtl",
-    HypercallCode.ENABLE_VP_VTL: "EnableVpVtl",
-    HypercallCode.START_VIRTUAL_PROCESSOR: "StartVirtualProcessor",
-    HypercallCode.GET_VP_REGISTERS: "GetVpRegisters",
-    HypercallCode.SET_VP_REGISTERS: "SetVpRegisters",
-    HypercallCode.MODIFY_VTL_PROTECTION_MASK: "ModifyVtlProtectionMask",
-    HypercallCode.VTL_CALL: "VtlCall",
-    HypercallCode.VTL_RETURN: "VtlReturn",
-}
+_ACTION_CODES: Final = ACTION_HYPERCALL_CODES
 
 
 def _with_completion(vp: VpState, caller: Vtl, pending: Pending) -> Pending:

@@ -39,6 +39,11 @@ class PartitionSupervisor:
         state = self._state.guest_vsm.name
         return f"<PartitionSupervisor partition={self.partition_id} {state} requests={self.requests}>"
 
+    @property
+    def state(self) -> PartitionState:
+        """The partition-wide state this supervisor owns (for snapshots: do not write it)."""
+        return self._state
+
     def view(self) -> PartitionView:
         """The current published snapshot of partition-wide VSM state."""
         return self._state.view

@@ -17,6 +17,7 @@ from protocol import HvRegisterName as Reg, InterceptMessage, Vtl
 from protocol._x86 import APIC_BASE_BSP, APIC_BASE_DEFAULT, CR0_PE
 
 from ._entry import entry_failures, rip64_mode
+from ._faults import FAULTS
 from ._registers import PRIVATE_RESET, SHARED_RESET, RegisterFile
 from ._tdx import (
     MODE_REGISTERS,
@@ -230,6 +231,8 @@ class VpState:
             self.commit(vtl)
 
     def _stage_one(self, vtl: int, name: int, value: int) -> None:
+        if FAULTS.hook is not None:
+            FAULTS.hook("stage")
         if name in SHARED_RESET:
             self.shared.staged[name] = value
             return
@@ -292,6 +295,8 @@ class VpState:
         state = self.vtls[vtl]
         if not state.staged_updates:
             return 0
+        if FAULTS.hook is not None:
+            FAULTS.hook("commit")
         regs = state.regs
         if self.shared.staged:
             self.shared.commit()
@@ -354,10 +359,11 @@ class VpState:
             state.entry_check = True
         state.commits += 1
         state.staged_updates = 0
-        if not counted or self.eager:
-            return 0
-        state.vmcs_writes += writes
-        return writes
+        if counted and not self.eager:
+            state.vmcs_writes += writes
+        if FAULTS.hook is not None:
+            FAULTS.hook("commit.applied")
+        return writes if counted and not self.eager else 0
 
     def commit_all(self) -> int:
         """Commit every VTL that has staged updates."""

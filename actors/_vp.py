@@ -44,6 +44,7 @@ from protocol._base import hex_repr
 
 from ._access import registers_roundtrip
 from ._errors import PartitionFailed, VpNotRunning
+from ._faults import FAULTS
 from ._hypercalls import Handler, handle_hypercall
 from ._instructions import (
     clear_message_slot,
@@ -157,6 +158,15 @@ class VpActor:
         """True when control messages wait to be applied."""
         return bool(self._controls)
 
+    @property
+    def pending_controls(self) -> tuple[VpControl, ...]:
+        """The control messages waiting to be applied, oldest first."""
+        return tuple(self._controls)
+
+    def use_view(self, view: Callable[[], PartitionView]) -> None:
+        """Read partition-wide state from ``view`` from now on (the runtime replays a journal so)."""
+        self._view = view
+
     def apply_controls(self) -> None:
         """Apply pending control messages: VTL1's before VTL0's, else in arrival order.
 
@@ -166,6 +176,8 @@ class VpActor:
         controls = sorted(self._controls, key=lambda control: control.vtl != Vtl.VTL1)
         self._controls.clear()
         for control in controls:
+            if FAULTS.hook is not None:
+                FAULTS.hook("controls")
             self._apply(control)
 
     def _apply(self, control: LoadVtlContext) -> None:

@@ -8,8 +8,6 @@ change (``SupervisorRequest``) and receive their side of it as ``VpControl`` mes
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
@@ -28,7 +26,7 @@ from protocol import (
     Vtl,
 )
 
-from ._protections import validate_vtl_gpa_flags
+from ._protections import NO_PROTECTIONS, Protections, validate_vtl_gpa_flags
 
 if TYPE_CHECKING:
     from ._config import PartitionConfig
@@ -70,16 +68,16 @@ class Vtl1PartitionState(msgspec.Struct, frozen=True, kw_only=True):
 class PartitionView(msgspec.Struct, frozen=True, kw_only=True):
     """An immutable snapshot of partition-wide VSM state, published by the supervisor.
 
-    ``protections`` (VTL0's per-page flags where they differ from the default mask) is a
-    read-only view of the supervisor's table rather than a copy: only the supervisor writes it,
-    between messages, so readers always see a whole ModifyVtlProtectionMask or none of it.
+    ``protections`` (VTL0's per-page flags where they differ from the default mask) is an
+    immutable table that the supervisor replaces with every change, so a view never changes
+    under a reader: readers see a whole ModifyVtlProtectionMask or none of it.
     """
 
     guest_vsm: GuestVsmState
     vtl1: Vtl1PartitionState | None = None
     vtl1_enable_called: tuple[bool, ...] = ()
     started: tuple[bool, ...] = ()
-    protections: Mapping[int, int] = MappingProxyType({})
+    protections: Protections = NO_PROTECTIONS
 
 
 # ---- messages between VP actors and the supervisor ----------------------------------------------
@@ -152,6 +150,10 @@ class LoadVtlContext(_ActorMsg, frozen=True):
 
 
 VpControl: TypeAlias = LoadVtlContext
+#: ``PartitionState.checkpoint()``: guest_vsm, vtl1, vtl1_enable_called, started, protections.
+PartitionCheckpoint: TypeAlias = tuple[
+    GuestVsmState, Vtl1PartitionState | None, list[bool], list[bool], Protections
+]
 
 
 # ---- the supervisor's state and rules ----------------------------------------------------------
@@ -170,7 +172,7 @@ class PartitionState:
         self.vtl1: Vtl1PartitionState | None = None
         self.vtl1_enable_called = [False] * config.vp_count
         self.started = [i == 0 for i in range(config.vp_count)]
-        self.protections: dict[int, int] = {}
+        self.protections = NO_PROTECTIONS
         self.view = self._snapshot()
 
     def _snapshot(self) -> PartitionView:
@@ -179,12 +181,27 @@ class PartitionState:
             vtl1=self.vtl1,
             vtl1_enable_called=tuple(self.vtl1_enable_called),
             started=tuple(self.started),
-            protections=MappingProxyType(self.protections),
+            protections=self.protections,
         )
 
     def publish(self) -> None:
         """Replace the published view after a change."""
         self.view = self._snapshot()
+
+    def checkpoint(self) -> PartitionCheckpoint:
+        """What ``rollback`` needs to undo one request (cheap: the tables are immutable)."""
+        return (
+            self.guest_vsm,
+            self.vtl1,
+            list(self.vtl1_enable_called),
+            list(self.started),
+            self.protections,
+        )
+
+    def rollback(self, saved: PartitionCheckpoint) -> None:
+        """Undo every change since ``checkpoint`` returned ``saved``, and publish again."""
+        self.guest_vsm, self.vtl1, self.vtl1_enable_called, self.started, self.protections = saved
+        self.publish()
 
     # Each handler returns the status for the caller and the control messages for VPs; the
     # supervisor delivers the messages before the reply, so the target sees them first.
@@ -321,12 +338,9 @@ class PartitionState:
         if not all(self.config.is_ram(gpn) for gpn in pages):
             return (HvStatus.OPERATION_DENIED, 0), []  # validated first: no page changes
         flags = action.map_flags & 0xFFFF
-        default = vtl1.vtl0_default_protections
-        for gpn in pages:
-            if flags == default:
-                self.protections.pop(gpn, None)
-            else:
-                self.protections[gpn] = flags
+        new = None if flags == vtl1.vtl0_default_protections else flags
+        self.protections = self.protections.with_changes((gpn, new) for gpn in pages)
+        self.publish()
         return (HvStatus.SUCCESS, count), []
 
     def handle(self, request: SupervisorRequest) -> tuple[SupervisorReply, list[tuple[int, VpControl]]]:
