@@ -1,14 +1,19 @@
 """What runs it: mailboxes, the batching scheduler, the host of many partitions.
 
 The errors an embedding program catches are importable from here: ``SimulationError`` (the
-root), ``Busy``, ``VpNotRunning``, ``PartitionFailed`` and ``ProtocolError``.
+root), ``Busy``, ``VpNotRunning``, ``ActorCrashed``, ``PartitionFailed`` and ``ProtocolError``.
 
 Depends on actors and protocol.
 """
 
 from __future__ import annotations
 
-from actors import Busy as Busy, PartitionFailed as PartitionFailed, VpNotRunning as VpNotRunning
+from actors import (
+    ActorCrashed as ActorCrashed,
+    Busy as Busy,
+    PartitionFailed as PartitionFailed,
+    VpNotRunning as VpNotRunning,
+)
 from protocol import ProtocolError as ProtocolError, SimulationError as SimulationError
 
 from ._host import (
@@ -26,8 +31,10 @@ from ._programs import (
     run_inline as run_inline,
 )
 from ._scheduler import SchedulerStatistics as SchedulerStatistics
+from ._supervision import RestartPolicy as RestartPolicy
 
 __all__ = (
+    "ActorCrashed",
     "Busy",
     "PartitionFailed",
     "ProtocolError",
@@ -35,6 +42,7 @@ __all__ = (
     "VpNotRunning",
     "Partition",
     "PartitionStatistics",
+    "RestartPolicy",
     "Runtime",
     "RuntimeStatistics",
     "SchedulerStatistics",

@@ -7,13 +7,15 @@ when the ``async with`` block exits, and every partition is stopped then.
 from __future__ import annotations
 
 import itertools
+import threading
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import anyio
 import msgspec
 
 from actors import (
+    ActorCrashed,
     PartitionConfig,
     SupervisorStatistics,
     TdxL2State,
@@ -21,10 +23,14 @@ from actors import (
     VpStatistics,
     VtlControl,
 )
+from actors._registers import PRIVATE_RESET, SHARED_RESET
 from protocol import Action, HvRegisterName as Reg, InterceptMessage, Outcome, Vtl
+from protocol._validate import ACTION_VALIDATORS
 
 from ._mailbox import current_backend
 from ._scheduler import BatchingScheduler, PartitionCells, SchedulerStatistics, VpCell
+from ._snapshot import decode_partition, encode_partition, restore_actors
+from ._supervision import RestartPolicy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -36,11 +42,12 @@ ClockKind = Literal["real", "virtual"]
 
 
 class PartitionStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """Counters of one partition: its supervisor and every VP."""
+    """Counters of one partition: its supervisor and every VP, restarts, and why it failed."""
 
     supervisor: SupervisorStatistics
     vps: list[VpStatistics]
     mailbox_high_water: int
+    restarts: int = 0
     failure: str | None = None
 
 
@@ -80,44 +87,93 @@ class Vp:
     async def execute(self, action: Action) -> Outcome:
         """The guest on this VP performs ``action`` in its active VTL; returns the outcome.
 
+        A checkpoint, even when it raises. ``action`` is checked before anything is queued:
+        a field of the wrong type or range raises TypeError/ValueError naming the field, the
+        partition, the VP and its VTL. Calling from another thread raises RuntimeError at
+        once (nothing is queued).
+
+        Cancellation: if the caller is cancelled before the VP has started the action, the
+        action is withdrawn from the mailbox and never runs; once it has started it runs to
+        completion (its effects stay) and its outcome is dropped.
+
         Raises:
             VpNotRunning: the VP has not been started.
-            PartitionFailed: a fatal condition ended the partition (DOMAIN 7.2).
-            Busy: the VP's mailbox is full.
+            ActorCrashed: the action failed inside the simulator; it had no effect and the VP
+                restarts from its last committed state: retry it.
+            PartitionFailed: a fatal condition ended the partition (DOMAIN 7.2), or it exceeded
+                its restart intensity; ``Partition.failure`` says why.
+            Busy: the VP's mailbox is full (nothing was queued).
             anyio.ClosedResourceError: the partition or runtime is stopped.
         """
-        slot = self._scheduler.backend.slot()
-        self._scheduler.post_action(self._cell, action, slot)
-        result: Outcome = await slot
+        scheduler = self._scheduler
+        if _get_ident() != scheduler.thread:
+            raise _wrong_thread("vp.execute", self._cell)
+        check = _VALIDATORS.get(action.__class__)
+        cell = self._cell
+        try:
+            if check is None:
+                msg = f"not a guest action: {action!r:.60}"
+                raise TypeError(msg)
+            check(action)
+            slot = scheduler.new_slot()
+            cell.mailbox.put((0, action, slot))  # scheduler.post_action, inlined (hot path)
+        except (TypeError, ValueError) as exc:
+            await anyio.lowlevel.checkpoint()
+            raise type(exc)(f"vp.execute failed: {exc} ({cell})") from None
+        except Exception:  # Busy, closed, PartitionFailed: still a checkpoint
+            await anyio.lowlevel.checkpoint()
+            raise
+        try:
+            result: Outcome = await slot
+        except BaseException:
+            cell.mailbox.withdraw(slot)  # cancelled before it started: it never runs
+            raise
         return result
 
-    async def _inspect(self, inspect: Callable[[VpActor], T]) -> T:
+    async def _inspect(self, operation: str, inspect: Callable[[VpActor], T]) -> T:
         """Run ``inspect`` on the actor in order with its actions; a commit point."""
-        slot = self._scheduler.backend.slot()
-        self._scheduler.post_inspection(self._cell, inspect, slot)
-        result: T = await slot
+        scheduler = self._scheduler
+        if threading.get_ident() != scheduler.thread:
+            raise _wrong_thread(operation, self._cell)
+        cell = self._cell
+        try:
+            slot = scheduler.backend.slot()
+            scheduler.post_inspection(cell, inspect, slot)
+        except Exception:
+            await anyio.lowlevel.checkpoint()
+            raise
+        try:
+            result: T = await slot
+        except BaseException:
+            cell.mailbox.withdraw(slot)
+            raise
         return result
 
     async def registers(self, vtl: Vtl, names: Iterable[Reg]) -> dict[Reg, int]:
         """Committed values of ``names`` in ``vtl`` (waits for pending updates to commit)."""
-        wanted = list(names)
+        wanted: list[object] = list(names)  # checked here: callers are not all type-checked
         vtl = _check_vtl(vtl, self)
-        return await self._inspect(lambda actor: actor.registers(vtl, wanted))
+        for name in wanted:
+            if not isinstance(name, int) or isinstance(name, bool) or name not in _HELD:
+                msg = f"vp.registers failed: register {name!r} is not held in a register file ({self._cell})"
+                raise ValueError(msg)
+        held: list[int] = wanted  # type: ignore[assignment]  # every name checked above
+        return await self._inspect("vp.registers", lambda actor: actor.registers(vtl, held))
 
     async def tdx_state(self, vtl: Vtl) -> TdxL2State:
         """The committed derived TDX L2 state of ``vtl``."""
         vtl = _check_vtl(vtl, self)
-        return await self._inspect(lambda actor: actor.tdx_state(vtl))
+        return await self._inspect("vp.tdx_state", lambda actor: actor.tdx_state(vtl))
 
     async def sint0_message(self, vtl: Vtl) -> InterceptMessage | None:
         """The intercept message in ``vtl``'s SynIC SINT0 slot, if any."""
         vtl = _check_vtl(vtl, self)
-        return await self._inspect(lambda actor: actor.sint0_message(vtl))
+        return await self._inspect("vp.sint0_message", lambda actor: actor.sint0_message(vtl))
 
     async def vtl_control(self, vtl: Vtl) -> VtlControl:
         """``vtl``'s VP assist page VTL control block: entry reason and VTL-return RAX/RCX."""
         vtl = _check_vtl(vtl, self)
-        return await self._inspect(lambda actor: actor.vtl_control(vtl))
+        return await self._inspect("vp.vtl_control", lambda actor: actor.vtl_control(vtl))
 
     def statistics(self) -> VpStatistics:
         """Counters of this VP (no commit, no wait)."""
@@ -138,6 +194,40 @@ class Vp:
         )
 
 
+_get_ident: Final = threading.get_ident
+_VALIDATORS: Final = ACTION_VALIDATORS
+#: Registers an inspection can read: those held in a register file.
+_HELD: Final = frozenset(SHARED_RESET) | frozenset(PRIVATE_RESET)
+
+
+def check_call(vp: Vp, action: object) -> None:
+    """What ``vp.execute`` checks before it queues ``action``, for the in-line path (no checkpoint).
+
+    Raises:
+        RuntimeError: called from another thread than the runtime's.
+        TypeError, ValueError: a bad action (the message names the field, partition, VP, VTL).
+    """
+    cell = vp._cell
+    if _get_ident() != vp._scheduler.thread:
+        raise _wrong_thread("execute_inline", cell)
+    check = _VALIDATORS.get(action.__class__)
+    try:
+        if check is None:
+            msg = f"not a guest action: {action!r:.60}"
+            raise TypeError(msg)
+        check(action)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"execute_inline failed: {exc} ({cell})") from None
+
+
+def _wrong_thread(operation: str, where: object) -> RuntimeError:
+    msg = (
+        f"{operation} failed: called from another thread; a runtime is used only from the thread "
+        f"and event loop that opened it ({where})"
+    )
+    return RuntimeError(msg)
+
+
 def _check_vtl(vtl: object, vp: Vp) -> Vtl:
     if vtl not in (Vtl.VTL0, Vtl.VTL1) or isinstance(vtl, bool):
         msg = f"vp {vp.index}: inspection needs Vtl.VTL0 or Vtl.VTL1, got {vtl!r}"
@@ -156,8 +246,13 @@ class Partition:
 
     def __repr__(self) -> str:
         cells = self._cells
-        state = "FAILED" if cells.failure else "STOPPED" if cells.stopped else "RUNNING"
+        state = "FAILED" if cells.failure is not None else "STOPPED" if cells.stopped else "RUNNING"
         return f"<Partition id={self.partition_id} vps={self.vp_count} {state}>"
+
+    @property
+    def failure(self) -> str | None:
+        """Why the partition ended (DOMAIN 7.2, or restart intensity exceeded), or None while it runs."""
+        return self._cells.failure
 
     @property
     def partition_id(self) -> int:
@@ -168,11 +263,6 @@ class Partition:
     def vp_count(self) -> int:
         """Number of VPs."""
         return self._cells.config.vp_count
-
-    @property
-    def failure(self) -> str | None:
-        """Why a fatal condition ended this partition (DOMAIN 7.2), or None while it runs."""
-        return self._cells.failure
 
     @property
     def config(self) -> PartitionConfig:
@@ -193,15 +283,60 @@ class Partition:
             supervisor=cells.supervisor.statistics(),
             vps=[cell.actor.statistics() for cell in cells.cells],
             mailbox_high_water=max(cell.mailbox.high_water for cell in cells.cells),
+            restarts=cells.restarts,
             failure=cells.failure,
         )
 
     async def stop(self) -> None:
         """Stop every actor; waiting callers get ``anyio.ClosedResourceError``."""
+        if threading.get_ident() != self._scheduler.thread:
+            raise _wrong_thread("partition.stop", self)
         if not self._cells.stopped:
-            error = anyio.ClosedResourceError(f"partition {self.partition_id} was stopped")
-            self._scheduler.stop_partition(self._cells, error)
+            message = f"partition {self.partition_id} was stopped"
+            self._scheduler.stop_partition(self._cells, lambda: anyio.ClosedResourceError(message))
         await anyio.lowlevel.checkpoint()
+
+    async def snapshot(self) -> bytes:
+        """Commit every VP, then encode the whole partition (``Runtime.restore_partition``).
+
+        Waits until no VP is in the middle of a hypercall or a restart, so the snapshot is
+        one consistent state: both VTLs of every VP, VSM partition state, protections, SynIC
+        slots, pending events and counters. A checkpoint.
+
+        Raises:
+            ActorCrashed: a VP crashed while committing (it restarts; retry the snapshot).
+            PartitionFailed, anyio.ClosedResourceError: the partition has ended.
+        """
+        scheduler = self._scheduler
+        if threading.get_ident() != scheduler.thread:
+            raise _wrong_thread("partition.snapshot", self)
+        slot = scheduler.backend.slot()
+        operation = (_take_snapshot(scheduler), slot)
+        try:
+            scheduler.post_partition_operation(self._cells, operation[0], slot)
+        except Exception:
+            await anyio.lowlevel.checkpoint()
+            raise
+        try:
+            result: bytes = await slot
+        except BaseException:
+            if operation in self._cells.operations:  # cancelled before it ran
+                self._cells.operations.remove(operation)
+            raise
+        return result
+
+
+def _take_snapshot(scheduler: BatchingScheduler) -> Callable[[PartitionCells], bytes]:
+    def take(cells: PartitionCells) -> bytes:
+        for cell in cells.cells:
+            if not scheduler.commit_vp(cell):
+                msg = f"partition {cells.partition_id} snapshot failed: vp {cell.actor.state.index} crashed"
+                raise ActorCrashed(
+                    msg, partition_id=cells.partition_id, vp_index=cell.actor.state.index, step=0
+                )
+        return encode_partition(cells)
+
+    return take
 
 
 class Runtime:
@@ -229,14 +364,41 @@ class Runtime:
         Raises:
             ValueError: a bad or unknown configuration field (the message names it).
         """
+        if threading.get_ident() != self._scheduler.thread:
+            raise _wrong_thread("create_partition", self)
+        await anyio.lowlevel.checkpoint()
         if self.closed:
             msg = "create_partition failed: the runtime is closed"
             raise anyio.ClosedResourceError(msg)
         partition_config = PartitionConfig.from_keywords(**config)
-        cells = PartitionCells(next(self._ids), partition_config, self._scheduler)
+        return self._add(self._scheduler.create_partition(next(self._ids), partition_config))
+
+    async def restore_partition(self, data: bytes) -> Partition:
+        """A new partition (new id) in exactly the state ``Partition.snapshot()`` encoded.
+
+        Raises:
+            ValueError: the data is damaged, foreign or of another version (a
+                ``ProtocolError``); nothing is created.
+        """
+        if threading.get_ident() != self._scheduler.thread:
+            raise _wrong_thread("restore_partition", self)
+        await anyio.lowlevel.checkpoint()
+        if self.closed:
+            msg = "restore_partition failed: the runtime is closed"
+            raise anyio.ClosedResourceError(msg)
+        snapshot = decode_partition(data)
+        partition_id = next(self._ids)
+        supervisor, actors = restore_actors(snapshot, partition_id)
+        cells = self._scheduler.create_partition(
+            partition_id, snapshot.config, supervisor=supervisor, actors=actors
+        )
+        for cell, vp in zip(cells.cells, snapshot.vps, strict=True):
+            cell.base = vp  # the checkpoint a restart rebuilds from
+        return self._add(cells)
+
+    def _add(self, cells: PartitionCells) -> Partition:
         partition = Partition(self._scheduler, cells)
         self._partitions[cells.partition_id] = partition
-        await anyio.lowlevel.checkpoint()
         return partition
 
     @property
@@ -244,20 +406,25 @@ class Runtime:
         """Every partition created so far."""
         return list(self._partitions.values())
 
-    def statistics(self) -> RuntimeStatistics:
-        """Counters of the runtime."""
-        return RuntimeStatistics(
+    def statistics(self, *, reset_peaks: bool = False) -> RuntimeStatistics:
+        """Counters of the runtime; ``reset_peaks`` starts the largest/longest-pass peaks afresh."""
+        result = RuntimeStatistics(
             partitions=len(self._partitions),
             vps=sum(p.vp_count for p in self._partitions.values()),
             scheduler=self._scheduler.statistics(),
         )
+        if reset_peaks:
+            self._scheduler.largest_pass = 0
+            self._scheduler.longest_pass = 0.0
+        return result
 
     def _close(self) -> None:
         self.closed = True
         for partition in self._partitions.values():
             if not partition._cells.stopped:  # the runtime owns its partitions
-                error = anyio.ClosedResourceError("the runtime was closed")
-                self._scheduler.stop_partition(partition._cells, error)
+                self._scheduler.stop_partition(
+                    partition._cells, lambda: anyio.ClosedResourceError("the runtime was closed")
+                )
 
 
 @asynccontextmanager
@@ -267,6 +434,8 @@ async def open_runtime(
     clock: ClockKind = "real",
     mailbox_capacity: int = 1024,
     check_invariants: bool = False,
+    restart_policy: RestartPolicy | None = None,
+    pass_budget: float = 0.0005,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime; on exit every partition is stopped and every task it started has ended.
 
@@ -276,8 +445,11 @@ async def open_runtime(
             wall time (windows close by count and at commit points only), so what commits when
             depends only on the actions; measurements in virtual time are ``runtime.experiment``'s.
         mailbox_capacity: bound of each VP's mailbox; a full one raises ``Busy``.
-        check_invariants: check DOMAIN section 5's invariants after every step and commit
-            (raises ``InternalError`` to the caller on a violation); meant for tests.
+        check_invariants: check DOMAIN section 5's invariants after every step and commit; a
+            violation is a crash of that step (``ActorCrashed`` to its caller, its cause the
+            ``InternalError``); meant for tests.
+        restart_policy: how crashed VPs are restarted (OTP defaults: 1 restart in 5 s).
+        pass_budget: seconds a scheduler pass may hold the event loop before it yields.
     """
     if clock not in ("real", "virtual"):
         msg = f"open_runtime: clock must be 'real' or 'virtual', got {clock!r}"
@@ -285,12 +457,26 @@ async def open_runtime(
     if type(mailbox_capacity) is not int or mailbox_capacity < 1:
         msg = f"open_runtime: mailbox_capacity must be a positive int, got {mailbox_capacity!r}"
         raise ValueError(msg)
+    budget: object = pass_budget  # checked at run time: callers are not all type-checked
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
+        msg = f"open_runtime: pass_budget must be a positive number of seconds, got {budget!r}"
+        raise ValueError(msg)
+    policy: object = restart_policy
+    if policy is not None and not isinstance(policy, RestartPolicy):
+        msg = f"open_runtime: restart_policy must be a RestartPolicy, got {policy!r}"
+        raise TypeError(msg)
     scheduler = BatchingScheduler(
-        current_backend(), mailbox_capacity=mailbox_capacity, check_invariants=check_invariants
+        current_backend(),
+        mailbox_capacity=mailbox_capacity,
+        check_invariants=check_invariants,
+        restart_policy=restart_policy,
+        pass_budget=pass_budget,
+        seed=seed,
     )
     runtime = Runtime(scheduler, seed=seed, clock=clock)
     async with anyio.create_task_group() as tg:
         await tg.start(scheduler.run)
+        await tg.start(scheduler.timers.run)
         if clock == "real":
             # Virtual time has no wall clock to close batch windows on: they close by count
             # (batch_max_updates) and at the commit points, so a seeded run is reproducible.

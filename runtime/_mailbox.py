@@ -23,7 +23,16 @@ from actors import Busy
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator
 
-__all__ = ("Backend", "Mailbox", "ReplySlot", "Wakeup", "current_backend", "reply", "reply_error")
+__all__ = (
+    "Backend",
+    "Mailbox",
+    "MailboxOwner",
+    "ReplySlot",
+    "Wakeup",
+    "current_backend",
+    "reply",
+    "reply_error",
+)
 
 T = TypeVar("T")
 
@@ -201,19 +210,28 @@ def current_backend() -> Backend:
 # ---- mailbox ------------------------------------------------------------------------------------
 
 
+class MailboxOwner(Protocol):
+    """The actor a mailbox belongs to: names it in errors and says what a closed box raises."""
+
+    def closed_error(self) -> Exception: ...
+
+
 class Mailbox(Generic[T]):
     """A bounded FIFO of messages for one actor; ``put`` raises ``Busy`` when full.
 
     The mailbox does not wake anyone itself: ``on_first(owner)`` is called when it goes from
     empty to non-empty, so the scheduler can put the actor on its ready queue. ``owner`` also
-    names the actor in errors (formatted only when one is raised). The queue is allocated by
+    names the actor in errors (formatted only when one is raised) and, through
+    ``owner.closed_error()``, says what a closed mailbox raises. The queue is allocated by
     the first message, so an actor that never gets mail costs no deque.
     """
 
-    __slots__ = ("_on_first", "_owner", "_queue", "capacity", "closed", "high_water")
+    __slots__ = ("_on_first", "_owner", "capacity", "closed", "high_water", "queue")
 
-    def __init__(self, capacity: int, on_first: Callable[[Any], None], owner: object) -> None:
-        self._queue: deque[T] | None = None
+    def __init__(self, capacity: int, on_first: Callable[[Any], None], owner: MailboxOwner) -> None:
+        #: The messages, oldest first (None until the first one): the scheduler pops them
+        #: directly, and tests its truth instead of calling ``len`` (hot path).
+        self.queue: deque[T] | None = None
         self._on_first = on_first
         self._owner = owner
         self.capacity = capacity
@@ -221,19 +239,16 @@ class Mailbox(Generic[T]):
         self.high_water = 0
 
     def __len__(self) -> int:
-        queue = self._queue
+        queue = self.queue
         return len(queue) if queue is not None else 0
 
     def put(self, message: T) -> None:
         """Append ``message``; raise ``Busy`` when full and ClosedResourceError when closed."""
-        queue = self._queue
+        queue = self.queue
         if queue is None:
-            queue = self._queue = deque()
+            queue = self.queue = deque()
         if self.closed:
-            import anyio
-
-            msg = f"{self._owner} is stopped"
-            raise anyio.ClosedResourceError(msg)
+            raise self._owner.closed_error()
         depth = len(queue)
         if depth >= self.capacity:
             msg = f"{self._owner}: mailbox full ({self.capacity} messages waiting)"
@@ -246,13 +261,23 @@ class Mailbox(Generic[T]):
 
     def get(self) -> T:
         """Pop the oldest message (the caller checks ``len`` first)."""
-        assert self._queue is not None  # len() > 0 implies a queue
-        return self._queue.popleft()
+        assert self.queue is not None  # len() > 0 implies a queue
+        return self.queue.popleft()
+
+    def withdraw(self, slot: object) -> bool:
+        """Remove the queued message whose last item is ``slot``; False if it is not queued."""
+        queue = self.queue
+        if queue:
+            for i, message in enumerate(queue):
+                if message[-1] is slot:  # type: ignore[index]  # messages end with their slot
+                    del queue[i]
+                    return True
+        return False
 
     def drain(self) -> list[T]:
         """Remove and return every queued message."""
-        if self._queue is None:
+        if self.queue is None:
             return []
-        items = list(self._queue)
-        self._queue.clear()
+        items = list(self.queue)
+        self.queue.clear()
         return items

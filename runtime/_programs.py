@@ -40,8 +40,9 @@ import anyio.lowlevel
 
 from protocol import Action, Outcome
 
+from ._host import Vp, check_call
+
 if TYPE_CHECKING:
-    from ._host import Vp
     from ._scheduler import BatchingScheduler, VpCell
 
 __all__ = ("GuestProgram", "Pacer", "execute_inline", "run_driven", "run_inline")
@@ -58,8 +59,10 @@ def execute_inline(vp: Vp, action: Action) -> Outcome:
 
     Raises:
         Exception: whatever ``vp.execute(action)`` would raise (``VpNotRunning``,
-            ``PartitionFailed``, ``Busy``, ``anyio.ClosedResourceError`` ...).
+            ``PartitionFailed``, ``Busy``, ``anyio.ClosedResourceError``, the ``TypeError`` or
+            ``ValueError`` of a bad action, the ``RuntimeError`` of another thread ...).
     """
+    check_call(vp, action)
     outcome: Outcome = step_inline(vp._scheduler, vp._cell, action)
     return outcome
 

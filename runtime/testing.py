@@ -8,8 +8,10 @@ LME, LMA, NXE and SCE. EFER.LMA is supplied as a guest would; tdvsm derives it a
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
+from actors import FAULT_POINTS, FAULTS
 from protocol import (
     ExceptionInjected,
     HvRegisterName,
@@ -40,20 +42,25 @@ from protocol._x86 import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
+    from actors import VpState
     from protocol import Action, Outcome
 
     from ._host import Vp
 
 __all__ = (
+    "FAULT_POINTS",
     "CODE64",
     "DATA64",
     "LONG_MODE_CR0",
     "LONG_MODE_CR4",
     "TSS64",
     "USER_DATA64",
+    "InjectedCrash",
     "Timeline",
+    "crash_at",
+    "peek",
     "describe",
     "long_mode_context",
 )
@@ -158,3 +165,48 @@ class Timeline:
             msg = f"step {label!r}: expected {expect.name}, got {outcome!r}"
             raise AssertionError(msg)
         return outcome
+
+
+class InjectedCrash(Exception):  # named for what it is, not "...Error"
+    """Raised at a fault point by ``crash_at``: stands for a bug inside the simulator."""
+
+
+@contextmanager
+def crash_at(point: str, *, nth: int = 1, times: int = 1) -> Iterator[list[str]]:
+    """Raise ``InjectedCrash`` at the ``nth`` time fault point ``point`` is reached, ``times`` times.
+
+    Points: ``FAULT_POINTS`` (``"stage"``, ``"commit"``, ``"commit.applied"``, ``"controls"``)
+    inside the synchronous core, and ``"supervisor"``/``"supervisor.applied"`` around a
+    partition supervisor's step. Yields the list of points where it raised (for the test to
+    check that each injected crash was accounted for). Synchronous and process-wide: meant for
+    tests that run one runtime at a time.
+    """
+    if point not in (*FAULT_POINTS, "supervisor", "supervisor.applied"):
+        msg = f"crash_at: unknown fault point {point!r}"
+        raise ValueError(msg)
+    raised: list[str] = []
+    seen = 0
+
+    def hook(where: str) -> None:
+        nonlocal seen
+        if where == point:
+            seen += 1
+            if seen >= nth and len(raised) < times:
+                raised.append(where)
+                msg = f"injected crash at {where} (#{seen})"
+                raise InjectedCrash(msg)
+
+    previous, FAULTS.hook = FAULTS.hook, hook
+    try:
+        yield raised
+    finally:
+        FAULTS.hook = previous
+
+
+def peek(vp: Vp) -> VpState:
+    """The live state of ``vp``'s actor, for white-box checks in tests and simulations.
+
+    Read it only, between steps: it is the guest's view (staged updates included) without the
+    commit an inspection makes, so looking does not change when commits happen.
+    """
+    return vp._cell.actor.state

@@ -73,6 +73,8 @@ class Counters(msgspec.Struct, frozen=True, kw_only=True):
     staged_updates: int = 0
     supervisor_requests: int = 0
     failed_vps: int = 0
+    restarts: int = 0  # VP and supervisor restarts after crashes inside the simulator
+    failed_partitions: int = 0  # partitions that ended (PartitionFailed): a gauge
     mailbox_high_water_max: int = 0
     mailbox_high_water_mean: float = 0.0
 
@@ -86,6 +88,7 @@ class Counters(msgspec.Struct, frozen=True, kw_only=True):
             vmcs_reads=self.vmcs_reads - before.vmcs_reads,
             vmcs_writes=self.vmcs_writes - before.vmcs_writes,
             supervisor_requests=self.supervisor_requests - before.supervisor_requests,
+            restarts=self.restarts - before.restarts,
         )
 
 
@@ -161,13 +164,15 @@ class Progress:
 
 def collect_counters(rt: Runtime) -> Counters:
     """The counters of every partition of ``rt``, summed (gauges: max and mean)."""
-    actions = switches = commits = reads = writes = staged = requests = failed = 0
+    actions = switches = commits = reads = writes = staged = requests = failed = restarts = ended = 0
     high_max = 0
     high_sum = 0
     partitions = rt.partitions
     for partition in partitions:
         stats = partition.statistics()
         requests += stats.supervisor.requests
+        restarts += stats.restarts
+        ended += stats.failure is not None
         high_sum += stats.mailbox_high_water
         high_max = max(high_max, stats.mailbox_high_water)
         for vp in stats.vps:
@@ -187,6 +192,8 @@ def collect_counters(rt: Runtime) -> Counters:
         staged_updates=staged,
         supervisor_requests=requests,
         failed_vps=failed,
+        restarts=restarts,
+        failed_partitions=ended,
         mailbox_high_water_max=high_max,
         mailbox_high_water_mean=round(high_sum / len(partitions), 3) if partitions else 0.0,
     )

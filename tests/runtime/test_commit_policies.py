@@ -40,7 +40,7 @@ import trio.testing
 from hypothesis import event, given, settings, strategies as st
 
 import actors._state
-from actors import CommitPolicy, InternalError, PartitionFailed, TdxL2State
+from actors import ActorCrashed, CommitPolicy, InternalError, PartitionFailed, TdxL2State
 from actors._registers import PRIVATE_RESET, SHARED_RESET
 from protocol import (
     HV_VP_INDEX_SELF,
@@ -590,13 +590,17 @@ def test_skipped_lma_recompute_trips_an_invariant(monkeypatch: pytest.MonkeyPatc
 
     Eager commits inside VTL1's SetVpRegisters, where the invariant check runs before any VM
     entry of VTL0 could notice (under batched, VM entry check 2 would end the partition first).
+    The violating step is a crash: its caller gets ActorCrashed, caused by the InternalError.
     """
     _run("trio", "eager", _MODE_SWITCH)
     with monkeypatch.context() as patch:
         patch.setattr(actors._state, "derive_lma", _skip_lma_recompute)
         with pytest.raises(ExceptionGroup) as failure:  # raised inside open_runtime's task group
             _run("trio", "eager", _MODE_SWITCH)
-    assert failure.group_contains(InternalError, match=r"EFER\.LMA=0 but LME=1 PG=1")
+    assert failure.group_contains(ActorCrashed, match=r"EFER\.LMA=0 but LME=1 PG=1")
+    crashed = failure.value.subgroup(ActorCrashed)
+    assert crashed is not None
+    assert isinstance(crashed.exceptions[0].__cause__, InternalError)
 
 
 def test_skipped_lma_recompute_changes_the_transcript(monkeypatch: pytest.MonkeyPatch) -> None:

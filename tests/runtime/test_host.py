@@ -8,7 +8,7 @@ import anyio
 import pytest
 import sniffio
 
-from actors import Busy, VpNotRunning
+from actors import Busy, PartitionFailed, VpNotRunning
 from protocol import (
     EnablePartitionVtl,
     EnableVpVtl,
@@ -172,3 +172,31 @@ async def test_vtl_control_shows_entry_reason_and_return_values() -> None:
         assert control.entry_reason == HvVtlEntryReason.VTL_CALL
         assert (control.return_rax, control.return_rcx) == (0x1234, 0x5678)
         assert not control.vina_asserted
+
+
+async def test_failed_partition_fails_every_vp_and_others_carry_on() -> None:
+    """fail_partition: waiting and later calls raise PartitionFailed(reason); others go on (G5)."""
+    async with checked_runtime() as rt:
+        doomed = await new_partition(rt)
+        other = await new_partition(rt)
+        scheduler = rt._scheduler
+        # A caller already waiting: its action sits in VP 1's mailbox (VP 1 is not scheduled
+        # before the failure because the failure happens synchronously right after posting).
+        slot = scheduler.backend.slot()
+        scheduler.post_action(doomed._cells.cells[0], Rdmsr(msr=Msr.EFER), slot)
+        scheduler.fail_partition(doomed._cells, "VM entry failed: check 1 (IA-32e mode guest)")
+        with pytest.raises(PartitionFailed) as waiting:
+            await slot
+        assert str(waiting.value) == "VM entry failed: check 1 (IA-32e mode guest)"
+        assert doomed.failure == str(waiting.value)
+        for index in range(doomed.vp_count):
+            with pytest.raises(PartitionFailed, match="check 1"):
+                await doomed.vp(index).execute(Rdmsr(msr=Msr.EFER))
+            with pytest.raises(PartitionFailed, match="check 1"):
+                await doomed.vp(index).registers(Vtl.VTL0, [Reg.RIP])
+        assert doomed.statistics().failure == doomed.failure
+        assert "FAILED" in repr(doomed)
+        assert rt.statistics().scheduler.failed_partitions == 1
+        out = await other.vp(0).execute(GetVpRegisters(names=[Reg.VSM_CAPABILITIES]))
+        assert out == HypercallResult(status=HvStatus.SUCCESS, reps_completed=1, values=[0x2_0002])
+        assert other.failure is None

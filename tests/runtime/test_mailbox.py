@@ -12,24 +12,36 @@ from runtime._mailbox import Mailbox, current_backend, reply, reply_error
 from tests.guest import checked_runtime, new_partition
 
 
+class _Owner:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def closed_error(self) -> Exception:
+        return anyio.ClosedResourceError(f"{self.name} is stopped")
+
+
 def test_mailbox_is_bounded_and_reports_first_message() -> None:
     """put raises Busy past capacity; on_first fires only on the empty -> non-empty edge."""
     firsts: list[object] = []
-    box: Mailbox[int] = Mailbox(2, firsts.append, "owner")
+    owner = _Owner("owner")
+    box: Mailbox[int] = Mailbox(2, firsts.append, owner)
     box.put(1)
     box.put(2)
     with pytest.raises(Busy, match="owner: mailbox full"):
         box.put(3)
-    assert firsts == ["owner"]
+    assert firsts == [owner]
     assert [box.get(), box.get()] == [1, 2]
     box.put(4)
-    assert firsts == ["owner", "owner"]
+    assert firsts == [owner, owner]
     assert box.high_water == 2
 
 
 def test_closed_mailbox_refuses_and_drains() -> None:
-    """A closed mailbox raises ClosedResourceError on put; drain returns what was queued."""
-    box: Mailbox[str] = Mailbox(4, lambda owner: None, "vp 0")
+    """A closed mailbox raises its owner's closed error on put; drain returns what was queued."""
+    box: Mailbox[str] = Mailbox(4, lambda owner: None, _Owner("vp 0"))
     box.put("a")
     box.closed = True
     with pytest.raises(anyio.ClosedResourceError, match="vp 0 is stopped"):

@@ -238,3 +238,28 @@ def test_report_and_footer_cite_only_shipped_documents(capsys: pytest.CaptureFix
     assert codes
     for code in codes:
         assert f"| {code}" in section or f", {code}" in section, code
+
+
+def test_report_counts_restarts_after_crashes_inside_the_simulator() -> None:
+    """A crash inside a step (here in a commit) shows in the phase counters as a restart."""
+    from runtime.testing import crash_at
+
+    with crash_at("commit", nth=50):
+        data = anyio.run(run_experiment, _options(), CostModel())
+    report = build_report([data], CostModel())
+    counters = [phase.counters for phase in report.runs[0].phases]
+    assert sum(c.restarts for c in counters) == 1
+    assert all(c.failed_partitions == 0 for c in counters)
+
+
+async def test_report_counters_count_failed_partitions() -> None:
+    """G5: a partition that failed shows in the counters an experiment report is built from."""
+    from runtime import open_runtime
+    from runtime.lab.records import collect_counters
+
+    async with open_runtime() as rt:
+        failed = await rt.create_partition(vp_count=2)
+        await rt.create_partition(vp_count=2)
+        rt._scheduler.fail_partition(failed._cells, "VM entry failed (a test)")
+        counters = collect_counters(rt)
+    assert counters.failed_partitions == 1

@@ -1,0 +1,61 @@
+"""No pass holds the loop (issue 9, PERFORMANCE P8): a pass yields once it has run its time budget."""
+
+from __future__ import annotations
+
+import anyio
+
+from protocol import Rdmsr, StartVirtualProcessor, Vtl
+from protocol._x86 import Msr
+from runtime import open_runtime
+from tests.guest import long_mode_context
+
+
+async def test_a_pass_yields_to_the_host_after_its_budget() -> None:
+    """With a budget spent at once, a pass runs one clock check's worth (32 steps) and yields."""
+    async with open_runtime(pass_budget=1e-9) as rt:
+        vps = []
+        for _ in range(25):
+            part = await rt.create_partition(vp_count=4)
+            for index in (1, 2, 3):
+                start = StartVirtualProcessor(
+                    vp_index=index, target_vtl=Vtl.VTL0, context=long_mode_context()
+                )
+                await part.vp(0).execute(start)
+            vps += [part.vp(i) for i in range(4)]
+        scheduler = rt._scheduler
+        gaps: list[int] = []
+        done = False
+
+        async def host() -> None:  # the embedding program's own task
+            last = scheduler.steps
+            while not done:
+                await anyio.lowlevel.checkpoint()
+                gaps.append(scheduler.steps - last)
+                last = scheduler.steps
+
+        async def driver(vp: object) -> None:
+            for _ in range(4):
+                await vp.execute(Rdmsr(msr=Msr.EFER))  # type: ignore[attr-defined]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(host)
+            async with anyio.create_task_group() as drivers:
+                for vp in vps:
+                    drivers.start_soon(driver, vp)
+            done = True
+        stats = rt.statistics().scheduler
+        assert stats.cut_passes > 0
+        assert stats.largest_pass > 32  # passes had more to do than they were allowed ...
+        # ... and the host task ran at least every other pass (trio shuffles each batch of
+        # runnable tasks, so the runner may run last in one batch and first in the next).
+        assert max(gaps) <= 2 * 32
+        assert stats.longest_pass_ns > 0
+
+
+async def test_the_default_budget_keeps_passes_whole_when_they_are_short() -> None:
+    """A short pass is never cut: the budget only bounds long ones."""
+    async with open_runtime() as rt:
+        vp = (await rt.create_partition(vp_count=1)).vp(0)
+        for _ in range(10):
+            await vp.execute(Rdmsr(msr=Msr.EFER))
+        assert rt.statistics().scheduler.cut_passes == 0
