@@ -3,7 +3,7 @@
 Every figure is measured beside its floor, or a peer, in the same run, on the same backend, and
 reported as a ratio, because the machine is shared and noisy (absolute numbers move 20-40% between
 runs; ratios much less). Each figure's module says what it measures and its target:
-``p1_ask``, ``p2_fleet``, ``p3_batching``, ``p4_memory``, ``p7_virtual``; ``floors`` holds the
+``p1_ask``, ``p2_fleet``, ``p3_batching``, ``p4_memory``, ``p7_virtual``, ``p8_embedding``; ``floors`` holds the
 raw asks and fleets they are compared with, ``peers`` the other actor frameworks (``--peers``).
 
 ``--quick`` is a smoke run: every size shrinks (seconds in all; the tests use it), the ratios
@@ -28,6 +28,7 @@ from .p2_fleet import measure_p2
 from .p3_batching import measure_p3
 from .p4_memory import measure_p4
 from .p7_virtual import measure_p7
+from .p8_embedding import measure_p8
 from .peers import PEERS, installed
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ RUNNERS: Final[dict[str, Runner]] = {
     "P3": measure_p3,
     "P4": measure_p4,
     "P7": measure_p7,
+    "P8": measure_p8,
 }
 FIGURES: Final = tuple(RUNNERS)
 

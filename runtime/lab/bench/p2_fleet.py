@@ -27,32 +27,39 @@ from .floors import Ask, raw_fleet
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ("FLOOR_RATIO", "measure_p2")
+    from ..._host import Runtime
+
+__all__ = ("FLOOR_RATIO", "boot_fleet", "drive_fleet", "measure_p2")
 
 #: P2's target: at least this many times the raw fleet's asks per second.
 FLOOR_RATIO: Final = 1.0
 
 
+async def boot_fleet(rt: Runtime, partitions: int) -> Ask:
+    """``partitions`` x 4 VPs of ``rt``, every AP started; ``ask(i)`` runs Rdmsr on VP ``i``."""
+    parts = [await rt.create_partition(vp_count=4) for _ in range(partitions)]
+    context = long_mode_context(0x1000)
+    for part in parts:
+        for i in (1, 2, 3):
+            start = StartVirtualProcessor(vp_index=i, target_vtl=Vtl.VTL0, context=context)
+            await part.vp(0).execute(start)
+    vps = [part.vp(i) for part in parts for i in range(4)]
+    action = Rdmsr(msr=Msr.LSTAR)
+
+    async def ask(i: int) -> object:
+        return await vps[i].execute(action)
+
+    return ask
+
+
 @asynccontextmanager
 async def _our_fleet(partitions: int) -> AsyncIterator[Ask]:
-    """``partitions`` x 4 VPs, every AP started; ``ask(i)`` runs Rdmsr on VP ``i``."""
+    """``boot_fleet`` in a runtime of its own."""
     async with open_runtime(seed=1) as rt:
-        parts = [await rt.create_partition(vp_count=4) for _ in range(partitions)]
-        context = long_mode_context(0x1000)
-        for part in parts:
-            for i in (1, 2, 3):
-                start = StartVirtualProcessor(vp_index=i, target_vtl=Vtl.VTL0, context=context)
-                await part.vp(0).execute(start)
-        vps = [part.vp(i) for part in parts for i in range(4)]
-        action = Rdmsr(msr=Msr.LSTAR)
-
-        async def ask(i: int) -> object:
-            return await vps[i].execute(action)
-
-        yield ask
+        yield await boot_fleet(rt, partitions)
 
 
-async def _drive_fleet(
+async def drive_fleet(
     ask: Ask, targets: int, clients: int, seconds: float, seed: int
 ) -> tuple[int, int, list[int]]:
     """``clients`` closed-loop clients asking random targets for ``seconds``: (asks, ns, latencies)."""
@@ -90,7 +97,7 @@ async def _p2_samples(
         try:
             for r in range(rounds):  # alternate the two fleets so noise hits both alike
                 for i, ask in enumerate((raw, ours)):
-                    n, ns, samples = await _drive_fleet(ask, targets, clients, seconds / rounds, r)
+                    n, ns, samples = await drive_fleet(ask, targets, clients, seconds / rounds, r)
                     asks[i] += n
                     elapsed[i] += ns
                     latencies[i] += samples

@@ -26,13 +26,16 @@ def test_quick_bench_is_a_smoke_run_of_ratios(tmp_path: Path, capsys: pytest.Cap
     assert report.quick
     ids = [figure.id for figure in report.figures]
     # P3 is three ratios (PERFORMANCE.md): TDCALLs, modelled cycles per update, updates per second.
-    assert ids == ["P1", "P1", "P2", "P3", "P3", "P3", "P4", "P4", "P4", "P7"]
+    assert ids == ["P1", "P1", "P2", "P3", "P3", "P3", "P4", "P4", "P4", "P7", "P8"]
     for figure in report.figures:
         assert figure.value > 0
         assert figure.floor is not None
         assert figure.floor > 0, figure.name
         assert figure.ratio == pytest.approx(figure.value / figure.floor, rel=0.01)
         assert figure.met is None  # a smoke run passes no verdict
+    p8 = next(f for f in report.figures if f.id == "P8")
+    assert float(p8.detail["longest_pass_us"]) > 0
+    assert int(p8.detail["ticks"]) > 0
     p1 = [f for f in report.figures if f.id == "P1"]
     assert {f.name.rsplit(", ", 1)[1] for f in p1} == {"asyncio", "trio"}
     assert all(isinstance(f.detail["ratio_to_direct_call"], float) for f in p1)
