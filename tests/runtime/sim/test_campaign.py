@@ -12,7 +12,7 @@ from runtime.sim.commands import render_campaign
 
 #: The per-PR budget: about 3 minutes on the 2-core CI machine with two worker processes.
 SEEDS = 200
-STEPS = 10_000
+STEPS = 20_000
 
 
 def _trace(seed: int) -> str:
