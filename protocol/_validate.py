@@ -23,7 +23,7 @@ from ._actions import Action, Hypercall, check_raw_hypercall
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("ACTION_VALIDATORS", "Checker", "check_action", "validator")
+__all__ = ("ACTION_VALIDATORS", "IMMUTABLE_ACTIONS", "Checker", "check_action", "validator")
 
 #: Checks one value; raises ``_Invalid`` (turned into TypeError/ValueError by the validator).
 Checker: TypeAlias = "Callable[[Any], None]"
@@ -283,6 +283,26 @@ def validator(cls: type[msgspec.Struct]) -> Callable[[Any], None]:
 ACTION_VALIDATORS: Final[dict[type, Callable[[Any], None]]] = {
     cls: validator(cls) for cls in get_args(Action)
 }
+
+
+def _immutable(info: mi.Type) -> bool:
+    """True when a value of type ``info`` cannot change once made (no list, set or dict inside)."""
+    if isinstance(info, mi.ListType | mi.SetType | mi.FrozenSetType | mi.DictType | mi.VarTupleType):
+        return isinstance(info, mi.FrozenSetType | mi.VarTupleType) and _immutable(info.item_type)
+    if isinstance(info, mi.TupleType):
+        return all(_immutable(item) for item in info.item_types)
+    if isinstance(info, mi.UnionType):
+        return all(_immutable(member) for member in info.types)
+    if isinstance(info, mi.StructType):
+        return bool(info.cls.__struct_config__.frozen) and all(_immutable(f.type) for f in info.fields)
+    return not isinstance(info, mi.CustomType | mi.AnyType)  # ints, bools, strings, enums, None
+
+
+#: Action classes whose instances never change (frozen, no list inside): an instance checked
+#: once stays valid, so a caller that sends the same one again need not be checked again.
+IMMUTABLE_ACTIONS: Final[frozenset[type]] = frozenset(
+    cls for cls in get_args(Action) if _immutable(mi.type_info(cls))
+)
 
 
 def check_action(action: object) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from actors import PartitionFailed, PartitionSupervisor, VpActor, VpSnapshot
+from actors import PartitionFailed, PartitionSupervisor, VpActor
 
 from ._mailbox import Mailbox, ReplySlot
 from ._supervision import RestartHistory
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ("PartitionCells", "VpCell")
 
+#: ``VpCell.checked`` before any action was checked (no action, None included, is this object).
+_NOTHING_CHECKED: object = object()
+
 
 class VpCell:
     """The runtime side of one VP actor.
@@ -38,6 +41,7 @@ class VpCell:
         "actor",
         "base",
         "base_view",
+        "checked",
         "journal",
         "mailbox",
         "partition",
@@ -59,9 +63,11 @@ class VpCell:
         self.resume: tuple[bool, Any] | None = None
         self.mailbox: Mailbox[tuple[int, Any, ReplySlot]] = Mailbox(capacity, schedule, self)
         # Checkpoint (None: the VP as created) and the inputs since then (``_journal``).
-        self.base: VpSnapshot | None = None
+        self.base: bytes | None = None  # _journal.checkpoint
         self.base_view: PartitionView = partition.view
         self.journal: list[Any] = []
+        #: The last immutable action ``vp.execute`` checked (sent again, it is not checked again).
+        self.checked: object = _NOTHING_CHECKED
 
     def __repr__(self) -> str:
         return f"<VpCell partition={self.partition.partition_id} {self.actor!r} depth={len(self.mailbox)}>"

@@ -25,8 +25,9 @@ from actors import (
 )
 from actors._registers import PRIVATE_RESET, SHARED_RESET
 from protocol import Action, HvRegisterName as Reg, InterceptMessage, Outcome, Vtl
-from protocol._validate import ACTION_VALIDATORS
+from protocol._validate import ACTION_VALIDATORS, IMMUTABLE_ACTIONS
 
+from ._journal import encode_checkpoint
 from ._mailbox import current_backend
 from ._scheduler import BatchingScheduler, PartitionCells, SchedulerStatistics, VpCell
 from ._snapshot import decode_partition, encode_partition, restore_actors
@@ -108,13 +109,10 @@ class Vp:
         scheduler = self._scheduler
         if _get_ident() != scheduler.thread:
             raise _wrong_thread("vp.execute", self._cell)
-        check = _VALIDATORS.get(action.__class__)
         cell = self._cell
         try:
-            if check is None:
-                msg = f"not a guest action: {action!r:.60}"
-                raise TypeError(msg)
-            check(action)
+            if action is not cell.checked:  # the same immutable action again: checked already
+                _check_new(action, cell)
             slot = scheduler.new_slot()
             cell.mailbox.put((0, action, slot))  # scheduler.post_action, inlined (hot path)
         except (TypeError, ValueError) as exc:
@@ -196,8 +194,21 @@ class Vp:
 
 _get_ident: Final = threading.get_ident
 _VALIDATORS: Final = ACTION_VALIDATORS
+_IMMUTABLE: Final = IMMUTABLE_ACTIONS
 #: Registers an inspection can read: those held in a register file.
 _HELD: Final = frozenset(SHARED_RESET) | frozenset(PRIVATE_RESET)
+
+
+def _check_new(action: object, cell: VpCell) -> None:
+    """Check ``action`` (a TypeError or ValueError naming the field); remember it if immutable."""
+    cls = action.__class__
+    check = _VALIDATORS.get(cls)
+    if check is None:
+        msg = f"not a guest action: {action!r:.60}"
+        raise TypeError(msg)
+    check(action)
+    if cls in _IMMUTABLE:
+        cell.checked = action
 
 
 def check_call(vp: Vp, action: object) -> None:
@@ -210,12 +221,9 @@ def check_call(vp: Vp, action: object) -> None:
     cell = vp._cell
     if _get_ident() != vp._scheduler.thread:
         raise _wrong_thread("execute_inline", cell)
-    check = _VALIDATORS.get(action.__class__)
     try:
-        if check is None:
-            msg = f"not a guest action: {action!r:.60}"
-            raise TypeError(msg)
-        check(action)
+        if action is not cell.checked:
+            _check_new(action, cell)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"execute_inline failed: {exc} ({cell})") from None
 
@@ -393,7 +401,7 @@ class Runtime:
             partition_id, snapshot.config, supervisor=supervisor, actors=actors
         )
         for cell, vp in zip(cells.cells, snapshot.vps, strict=True):
-            cell.base = vp  # the checkpoint a restart rebuilds from
+            cell.base = encode_checkpoint(vp)  # the checkpoint a restart rebuilds from
         return self._add(cells)
 
     def _add(self, cells: PartitionCells) -> Partition:

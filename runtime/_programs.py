@@ -24,6 +24,10 @@ guest-visible state and the same counters:
   round trip. Meant for virtual-clock runs, whose latencies are modelled, and for Ray shards
   running a whole fleet's programs inside one process.
 
+A crash inside the simulator is handled as on the mailbox path (the caller gets the retriable
+``ActorCrashed``, the VP restarts from its last committed state), except that in-line execution
+does not wait for the restart's backoff: the next in-line action on that partition ends it.
+
 In-line execution never yields to the event loop, so a long program should call
 ``await Pacer.pause()`` when ``Pacer.due()`` (every ``slice_s`` of wall time) to let other tasks
 (the runner among them) run. Anything already queued for the VP by the mailbox path runs first.
@@ -104,6 +108,11 @@ def step_inline(scheduler: BatchingScheduler, cell: VpCell, action: object) -> A
     slot = _Slot()
     scheduler.post_action(cell, action, slot)
     scheduler.run_now()
+    # A crash inside the simulator leaves the VP (or the supervisor) restarting after a backoff
+    # on the loop's clock, which nothing here can wait for: end it now. Each restart was
+    # admitted against the restart intensity, so this loop ends (at worst the partition fails).
+    while not slot._done and scheduler.end_backoffs(cell.partition):
+        scheduler.run_now()
     if not slot._done:  # a step raised out of the scheduler instead of into the slot
         msg = f"{cell}: the action did not complete in-line"
         raise RuntimeError(msg)

@@ -142,6 +142,8 @@ class BatchingScheduler:
         self.pass_check_every = _CLOCK_EVERY
         self.timers = Timers(self._now)
         self._rng = random.Random(seed)  # backoff jitter
+        # Restarts waiting for their backoff: cell or partition -> (token, restart).
+        self._backoffs: dict[VpCell | PartitionCells, tuple[object, Callable[[], None]]] = {}
         self._ready: deque[VpCell | PartitionCells] = deque()
         self._wakeup = backend.wakeup()
         self._dirty: dict[VpCell, float] = {}
@@ -162,8 +164,19 @@ class BatchingScheduler:
         self.cut_passes = 0
         self.restarting = 0
         self.inline_passes = 0
-        #: A simulation's view into every step (``StepHooks``); None in normal runs.
-        self.hooks: StepHooks | None = None
+        self._hooks: StepHooks | None = None
+        #: The step of a VP cell: ``_step_vp``, or ``_hooked_step_vp`` while hooks are set.
+        self._step: Callable[[VpCell], None] = self._step_vp
+
+    @property
+    def hooks(self) -> StepHooks | None:
+        """A simulation's view into every step (``StepHooks``); None in normal runs."""
+        return self._hooks
+
+    @hooks.setter
+    def hooks(self, hooks: StepHooks | None) -> None:
+        self._hooks = hooks
+        self._step = self._step_vp if hooks is None else self._hooked_step_vp
 
     def statistics(self) -> SchedulerStatistics:
         """Counters."""
@@ -242,7 +255,7 @@ class BatchingScheduler:
             for item in batch:
                 item.scheduled = False
                 if type(item) is VpCell:
-                    self._step_vp(item)
+                    self._step(item)
                 else:
                     self._step_partition(item)  # type: ignore[arg-type]  # a PartitionCells
 
@@ -264,7 +277,7 @@ class BatchingScheduler:
                 for item in batch:
                     item.scheduled = False
                     if type(item) is VpCell:
-                        self._step_vp(item)
+                        self._step(item)
                     else:
                         self._step_partition(item)  # type: ignore[arg-type]  # a PartitionCells
             else:
@@ -288,7 +301,7 @@ class BatchingScheduler:
             item = batch.popleft()
             item.scheduled = False
             if type(item) is VpCell:
-                self._step_vp(item)
+                self._step(item)
             else:
                 self._step_partition(item)  # type: ignore[arg-type]  # a PartitionCells
             countdown -= 1
@@ -300,13 +313,18 @@ class BatchingScheduler:
                     self.cut_passes += 1
                     return
 
+    def _hooked_step_vp(self, cell: VpCell) -> None:
+        """``_step_vp`` between the hooks' ``before_vp_step`` and ``after_step``."""
+        hooks = self._hooks
+        assert hooks is not None  # the step while hooks are set
+        delay = hooks.before_vp_step(cell)
+        if delay > 0:
+            self._pause(cell, delay)
+            return
+        self._step_vp(cell)
+        hooks.after_step(cell.partition)
+
     def _step_vp(self, cell: VpCell) -> None:
-        hooks = self.hooks
-        if hooks is not None:
-            delay = hooks.before_vp_step(cell)
-            if delay > 0:
-                self._pause(cell, delay)
-                return
         actor = cell.actor
         self.steps += 1
         journal = cell.journal
@@ -340,12 +358,10 @@ class BatchingScheduler:
             except Exception as exc:
                 self._failed(cell, None, exc)
         self._after_step(cell)
-        if hooks is not None:
-            hooks.after_step(cell.partition)
 
     def _after_step(self, cell: VpCell) -> None:
         # (A restarting cell is marked scheduled and busy: schedule and the flusher skip it.)
-        if cell not in self._dirty:
+        if cell not in self._dirty:  # _arm_window, inlined (hot path)
             vtls = cell.actor.state.vtls
             if vtls[0].staged_updates or vtls[1].staged_updates:
                 now = self._dirty[cell] = self._now()
@@ -543,7 +559,7 @@ class BatchingScheduler:
         self.restarting += 1
         cell.restarting = True
         cell.scheduled = True  # off the ready queue until the restart (see VpCell)
-        self.timers.call_at(self._now() + delay, lambda: self._restarted(cell))
+        self._after_backoff(cell, delay, lambda: self._restarted(cell))
 
     def _restarted(self, cell: VpCell) -> None:
         """The backoff is over: the VP serves its mailbox again."""
@@ -589,7 +605,34 @@ class BatchingScheduler:
             if not partition.stopped:
                 self._schedule_partition(partition)
 
-        self.timers.call_at(self._now() + delay, restarted)
+        self._after_backoff(partition, delay, restarted)
+
+    def _after_backoff(self, key: VpCell | PartitionCells, delay: float, restart: Callable[[], None]) -> None:
+        token = object()
+        self._backoffs[key] = (token, restart)
+
+        def due() -> None:
+            entry = self._backoffs.get(key)
+            if entry is not None and entry[0] is token:  # not ended early by end_backoffs
+                del self._backoffs[key]
+                restart()
+
+        self.timers.call_at(self._now() + delay, due)
+
+    def end_backoffs(self, partition: PartitionCells) -> bool:
+        """Restart now what of ``partition`` waits for its backoff; False if nothing did.
+
+        In-line execution (``run_now``) has no event loop to wait on, so it ends the backoff of a
+        VP (or supervisor) it needs at once; the restart counts against the intensity all the same.
+        """
+        ended = False
+        keys: list[VpCell | PartitionCells] = [partition, *partition.cells]
+        for key in keys:
+            entry = self._backoffs.pop(key, None)
+            if entry is not None:
+                entry[1]()
+                ended = True
+        return ended
 
     def _pause(self, cell: VpCell, delay: float) -> None:
         """Hold ``cell`` off the ready queue for ``delay`` seconds (a slow VP, in a simulation)."""
@@ -605,24 +648,52 @@ class BatchingScheduler:
     # ---- batch windows -----------------------------------------------------------------------------
 
     async def run_flusher(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit staged updates whose batch window (``batch_window`` seconds) has closed."""
+        """Commit staged updates whose batch window (``batch_window`` seconds) has closed.
+
+        Like a pass, a run of due commits yields to the loop once it has taken ``pass_budget``.
+        """
         task_status.started()
         while True:
             await self._flusher_wakeup.wait()
             self._flusher_wakeup = anyio.Event()
             deadlines = self._deadlines
+            clock = self.pass_clock
+            started = clock()
+            countdown = self.pass_check_every
             while deadlines:
                 # Earliest deadline first: O(log n) per dirty cell, not a scan of all of them.
                 deadline, _, cell = deadlines[0]
                 now = self._now()
                 if deadline > now:
                     await anyio.sleep(deadline - now)
+                    started = clock()
                     continue
                 heapq.heappop(deadlines)
-                if self._dirty.pop(cell, None) is None or cell.partition.stopped or cell.busy:
+                if (
+                    self._dirty.pop(cell, None) is None
+                    or cell.partition.stopped
+                    or cell.pending is not None  # cell.busy, inlined (hot path)
+                    or cell.resume is not None
+                    or cell.restarting
+                ):
                     continue  # a half-done hypercall or a restart re-arms the window when done
-                self.commit_vp(cell)
+                journal = cell.journal  # commit_vp, inlined (one per action in a fleet)
+                journal.append(J_COMMIT)
+                journal.append(None)
+                try:
+                    cell.actor.state.commit_all()
+                    if self.check_invariants:
+                        check_vp_invariants(cell.actor.state)
+                except Exception as exc:
+                    self._failed(cell, None, exc)
                 self.window_commits += 1
+                countdown -= 1
+                if not countdown:
+                    countdown = self.pass_check_every
+                    if clock() - started > self.pass_budget:
+                        self.cut_passes += 1
+                        await anyio.lowlevel.checkpoint()
+                        started = clock()
 
     def commit_vp(self, cell: VpCell) -> bool:
         """Commit every VTL of ``cell`` as one journaled input; False if that crashed."""

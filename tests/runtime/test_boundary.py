@@ -166,6 +166,41 @@ async def test_a_million_element_set_vp_registers_is_refused_at_once() -> None:
         assert vp.statistics().actions == 0
 
 
+async def test_an_immutable_action_sent_again_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same frozen action object is checked on its first call only; lists are checked each time."""
+    import runtime._host
+
+    checked: list[str] = []
+    real = dict(runtime._host._VALIDATORS)
+
+    def spy(cls: type[Any]) -> Any:
+        def check(action: Any) -> None:
+            checked.append(cls.__name__)
+            real[cls](action)
+
+        return check
+
+    monkeypatch.setattr(runtime._host, "_VALIDATORS", {cls: spy(cls) for cls in real})
+    async with checked_runtime() as rt:
+        vp = (await new_partition(rt)).vp(0)
+        read = Rdmsr(msr=Msr.EFER)
+        for _ in range(3):
+            await vp.execute(read)
+        await vp.execute(Rdmsr(msr=Msr.EFER))  # an equal action, another object: checked
+        assert checked == ["Rdmsr", "Rdmsr"]
+        checked.clear()
+        names = [Reg.RIP]
+        get = GetVpRegisters(names=names)
+        await vp.execute(get)
+        names.append("RSP")  # type: ignore[arg-type]  # a list inside a frozen action can change
+        with pytest.raises(TypeError, match=r"GetVpRegisters\.names\[1\]='RSP'"):
+            await vp.execute(get)
+        assert checked == ["GetVpRegisters", "GetVpRegisters"]
+        for bad in (None, object()):  # nothing that is not an action passes as "checked"
+            with pytest.raises(TypeError, match="not a guest action"):
+                await vp.execute(bad)  # type: ignore[arg-type]
+
+
 # ---- G1: an API fuzzer against a live runtime ---------------------------------------------------
 
 _ANY: Final = st.one_of(

@@ -16,6 +16,7 @@ _BOUNDED_BY: Final = {
     ("runtime/_mailbox.py", "put"): "Mailbox.put refuses the message past capacity with Busy",
     ("runtime/_scheduler.py", "__init__"): "the ready queue holds each cell at most once (VpCell.scheduled)",
     ("runtime/_scheduler.py", "run"): "the same ready queue, swapped at the start of a pass",
+    ("runtime/_scheduler.py", "run_now"): "the same ready queue, swapped at the start of a pass",
     ("runtime/_supervision.py", "__init__"): "RestartHistory.admit keeps at most max_restarts times",
 }
 

@@ -59,3 +59,31 @@ async def test_the_default_budget_keeps_passes_whole_when_they_are_short() -> No
         for _ in range(10):
             await vp.execute(Rdmsr(msr=Msr.EFER))
         assert rt.statistics().scheduler.cut_passes == 0
+
+
+async def test_window_commits_yield_to_the_host_after_the_budget() -> None:
+    """The batch-window flusher is a pass too: 400 windows closing at once are committed in slices."""
+    async with open_runtime(pass_budget=1e-9) as rt:
+        vps = []
+        for _ in range(100):
+            part = await rt.create_partition(vp_count=4)
+            for index in (1, 2, 3):
+                start = StartVirtualProcessor(
+                    vp_index=index, target_vtl=Vtl.VTL0, context=long_mode_context()
+                )
+                await part.vp(0).execute(start)
+            vps += [part.vp(i) for i in range(4)]
+        scheduler = rt._scheduler
+        async with anyio.create_task_group() as tg:
+            for vp in vps:  # each Rdmsr stages its RIP advance: a window opens per VP
+                tg.start_soon(vp.execute, Rdmsr(msr=Msr.EFER))
+        cut = scheduler.cut_passes
+        commits = scheduler.window_commits
+        gaps: list[int] = []
+        with anyio.fail_after(5):
+            while scheduler._dirty:
+                await anyio.lowlevel.checkpoint()  # the host: how many commits between its turns
+                gaps.append(scheduler.window_commits - commits)
+                commits = scheduler.window_commits
+        assert scheduler.cut_passes > cut
+        assert max(gaps) <= 2 * 32

@@ -162,6 +162,30 @@ async def test_a_crash_after_the_supervisor_answered_finishes_the_hypercall() ->
         assert part.statistics().restarts == 1
 
 
+@pytest.mark.parametrize("point", ["commit", "stage", "supervisor"])
+async def test_in_line_execution_restarts_without_waiting_for_the_backoff(point: str) -> None:
+    """execute_inline: a crash gives ActorCrashed (or finishes the hypercall), and the next call runs."""
+    from runtime._programs import execute_inline
+
+    backoff = RestartPolicy(max_restarts=10, period=3600.0, backoff=60.0, backoff_max=60.0)
+    async with checked_runtime(restart_policy=backoff) as rt:
+        part = await new_partition(rt)
+        vp = part.vp(0)
+        rip = (await vp.registers(Vtl.VTL0, [Reg.RIP]))[Reg.RIP]
+        outs = []
+        with crash_at(point) as crashes:
+            for action in (EnablePartitionVtl(target_vtl=Vtl.VTL1), Rdmsr(msr=Msr.EFER)):
+                try:
+                    outs.append(execute_inline(vp, action))
+                except ActorCrashed:
+                    outs.append(execute_inline(vp, action))  # a minute before the backoff ends
+        assert crashes == [point]
+        assert outs[0] == HypercallResult(status=HvStatus.SUCCESS)
+        assert part.statistics().restarts == 1
+        assert part.statistics().supervisor.guest_vsm == GuestVsmState.ENABLED
+        assert (await vp.registers(Vtl.VTL0, [Reg.RIP]))[Reg.RIP] == rip + 3 + 2  # + the Rdmsr
+
+
 @pytest.mark.parametrize("point", ["supervisor", "supervisor.applied"])
 async def test_a_supervisor_crash_is_rolled_back_and_retried(point: str) -> None:
     """D1: the partition supervisor's state is rolled back and its request retried; the VP never knows."""

@@ -7,6 +7,9 @@ scheduler, synchronously (virtual-clock runs: no event-loop round trip per actio
 each action the same way (``Guest.begin`` and ``Guest.finish``: latency from its intended start
 on the driver's clock; with the virtual clock the latency is the modelled cost of what the
 action did, see ``runtime.lab.costs``), so the same seed gives the same report either way.
+An action that crashed inside the simulator (``ActorCrashed``: it had no effect, the VP
+restarted from its last committed state) is retried, up to ``CRASH_RETRIES`` times, and the
+retry is part of the action's latency; the restart shows in the report's ``restarts`` counter.
 ``Guest`` also holds what a guest OS knows about itself without asking the simulator (the
 CR0/CR4 values it set), so measuring never needs an inspection (which would force commits).
 """
@@ -14,6 +17,8 @@ CR0/CR4 values it set), so measuring never needs an inspection (which would forc
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, final
+
+from actors import ActorCrashed
 
 from ..._clock import VirtualClock
 from ..._programs import execute_inline
@@ -42,6 +47,9 @@ __all__ = (
     "long_mode_context",
     "run_inline",
 )
+
+#: How many times an action that crashed inside the simulator is retried before it fails.
+CRASH_RETRIES: Final = 3
 
 R = TypeVar("R")
 #: A workload's guest program: yields (guest, action), receives the outcome, returns R.
@@ -200,6 +208,12 @@ async def drive(program: Program[R]) -> R:
             start = guest.begin()
             try:
                 outcome = await guest.vp.execute(action)
+            except ActorCrashed:
+                try:
+                    outcome = await _retry_driven(guest.vp, action)
+                except Exception as exc:
+                    item = program.throw(exc)
+                    continue
             except Exception as exc:
                 item = program.throw(exc)
                 continue
@@ -225,6 +239,12 @@ def run_inline(program: Program[R]) -> R:
             start = guest.begin()
             try:
                 outcome = execute_inline(guest.vp, action)
+            except ActorCrashed:
+                try:
+                    outcome = _retry_inline(guest.vp, action)
+                except Exception as exc:
+                    item = program.throw(exc)
+                    continue
             except Exception as exc:
                 item = program.throw(exc)
                 continue
@@ -233,3 +253,23 @@ def run_inline(program: Program[R]) -> R:
     except StopIteration as stop:
         result: R = stop.value
         return result
+
+
+async def _retry_driven(vp: Vp, action: Action) -> Outcome:
+    """Retry an action that crashed (it had no effect) up to ``CRASH_RETRIES`` times."""
+    for _ in range(CRASH_RETRIES - 1):
+        try:
+            return await vp.execute(action)
+        except ActorCrashed:
+            pass
+    return await vp.execute(action)
+
+
+def _retry_inline(vp: Vp, action: Action) -> Outcome:
+    """``_retry_driven`` in-line."""
+    for _ in range(CRASH_RETRIES - 1):
+        try:
+            return execute_inline(vp, action)
+        except ActorCrashed:
+            pass
+    return execute_inline(vp, action)
