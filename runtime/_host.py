@@ -443,7 +443,7 @@ async def open_runtime(
     mailbox_capacity: int = 1024,
     check_invariants: bool = False,
     restart_policy: RestartPolicy | None = None,
-    pass_budget: float = 0.0005,
+    pass_budget: float = 0.0001,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime; on exit every partition is stopped and every task it started has ended.
 
@@ -457,7 +457,10 @@ async def open_runtime(
             violation is a crash of that step (``ActorCrashed`` to its caller, its cause the
             ``InternalError``); meant for tests.
         restart_policy: how crashed VPs are restarted (OTP defaults: 1 restart in 5 s).
-        pass_budget: seconds a scheduler pass may hold the event loop before it yields.
+        pass_budget: seconds a scheduler pass may hold the event loop before it yields (the
+            rest of its batch goes first in the next pass). 0.1 ms keeps a host's 1 ms timer
+            within 1.1-1.3x of its lag beside a raw asyncio fleet (P8) for 3-4% of P2's
+            throughput; 0.5 ms gave 2.4-3x.
     """
     if clock not in ("real", "virtual"):
         msg = f"open_runtime: clock must be 'real' or 'virtual', got {clock!r}"

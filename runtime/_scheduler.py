@@ -121,7 +121,7 @@ class BatchingScheduler:
         mailbox_capacity: int,
         check_invariants: bool,
         restart_policy: RestartPolicy | None = None,
-        pass_budget: float = 0.0005,
+        pass_budget: float = 0.0001,
         pass_clock: Callable[[], float] = time.perf_counter,
         seed: int | None = None,
     ) -> None:
