@@ -13,7 +13,8 @@ from .campaign import CampaignReport, run_campaign
 from .faults import FAULT_TYPES, FaultPlan, draw_plan
 from .history import SOMETIMES
 from .linearizability import Op, check_register
-from .world import SeedResult, run_seed
+from .seed import run_seed
+from .world import SeedResult
 
 __all__ = (
     "FAULT_TYPES",

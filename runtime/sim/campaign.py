@@ -10,7 +10,8 @@ import msgspec
 
 from .faults import FAULT_TYPES
 from .history import SOMETIMES
-from .world import SeedResult, run_seed
+from .seed import run_seed
+from .world import SeedResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable

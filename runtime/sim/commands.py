@@ -23,12 +23,13 @@ from ..lab.usage import UsageError, non_negative_int, positive_int
 from .campaign import CampaignReport, replay_line, run_campaign
 from .faults import FAULT_TYPES
 from .history import SOMETIMES
-from .world import SeedResult, run_seed
+from .seed import run_seed
 
 if TYPE_CHECKING:
     import argparse
 
     from ..lab.usage import Parser
+    from .world import SeedResult
 
 __all__ = ("DEFAULT_STEPS", "add_commands", "render_campaign")
 
