@@ -9,6 +9,10 @@ A ``PhaseRecorder`` is written by the load drivers of one phase (all on one even
 without locks) and summarised once at the end. The timeline counts completed actions per
 time bucket; it starts with fine buckets and doubles their width whenever the phase outgrows
 ``TIMELINE_BUCKETS`` of them, so it stays small and is the same for the same sequence of times.
+
+A recorder travels as a ``RecorderState`` (msgspec; histograms HDR-encoded), and
+``merge_recorders`` combines the states of recorders that measured disjoint parts of one phase
+into the recorder that would have measured it all.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ __all__ = (
     "TIMELINE_BUCKETS",
     "LatencyStats",
     "PhaseRecorder",
+    "RecorderState",
     "Timeline",
     "latency_stats",
     "mean_and_deviation",
     "merge_encoded",
+    "merge_recorders",
     "new_histogram",
     "recorded",
 )
@@ -284,6 +290,22 @@ class PhaseRecorder:
         """Operations completed."""
         return sum(h.get_total_count() for h in self.episodes.values())
 
+    def state(self) -> RecorderState:
+        """What this recorder measured, as data (``merge_recorders`` combines such states)."""
+        return RecorderState(
+            origin=self.origin,
+            actions=self.actions,
+            histograms={name: encode(h) for name, h in sorted(self.histograms.items())},
+            episodes={name: encode(h) for name, h in sorted(self.episodes.items())},
+            outcomes=sorted((a, o, n) for (a, o), n in self.outcomes.items()),
+            unexpected={name: list(seen) for name, seen in sorted(self.unexpected.items())},
+            unexpected_counts=dict(sorted(self.unexpected_counts.items())),
+            timeline_width=self.timeline.width,
+            timeline=list(self.timeline.counts),
+            action_work={name: list(work) for name, work in sorted(self.action_work.items())},
+            episode_work={name: list(work) for name, work in sorted(self.episode_work.items())},
+        )
+
 
 #: Distinct latencies counted per action type before they are moved into the histogram.
 _PENDING_LIMIT: Final = 4_096
@@ -297,3 +319,70 @@ def _drain(counts: dict[int, int], histograms: dict[str, HdrHistogram], name: st
     for value, count in counts.items():
         record(value if value < HIGHEST_NS else HIGHEST_NS, count)
     counts.clear()
+
+
+class RecorderState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything a ``PhaseRecorder`` measured, as plain data (``PhaseRecorder.state``)."""
+
+    origin: int
+    actions: int
+    histograms: dict[str, str]
+    episodes: dict[str, str]
+    outcomes: list[tuple[str, str, int]]
+    unexpected: dict[str, list[str]]
+    unexpected_counts: dict[str, int]
+    timeline_width: int
+    timeline: list[int]
+    action_work: dict[str, list[int]] = {}
+    episode_work: dict[str, list[int]] = {}
+
+
+def _coarsened(width: int, counts: list[int], target: int) -> list[int]:
+    """``counts`` of buckets ``width`` wide, re-bucketed ``target`` (a power-of-two multiple) wide."""
+    while width < target:
+        if len(counts) % 2:
+            counts = [*counts, 0]
+        counts = [counts[i] + counts[i + 1] for i in range(0, len(counts), 2)]
+        width *= 2
+    return counts
+
+
+def merge_recorders(states: list[RecorderState], origin: int) -> PhaseRecorder:
+    """The recorder of a phase whose disjoint parts were measured into ``states``.
+
+    What a single recorder would have measured: histograms merged, counts added, the three
+    smallest distinct unexpected messages kept, and timelines brought to the widest one's
+    buckets (a timeline's width depends only on its latest event, so the widest is the one a
+    single recorder would have reached) and added.
+    """
+    width = max((s.timeline_width for s in states), default=1)
+    merged = PhaseRecorder(origin, width)
+    for name in sorted({name for s in states for name in s.histograms}):
+        merged.histograms[name] = merge_encoded([s.histograms[name] for s in states if name in s.histograms])
+    for name in sorted({name for s in states for name in s.episodes}):
+        merged.episodes[name] = merge_encoded([s.episodes[name] for s in states if name in s.episodes])
+    for state in states:
+        merged.actions += state.actions
+        for action, outcome, count in state.outcomes:
+            merged.outcomes[action, outcome] = merged.outcomes.get((action, outcome), 0) + count
+        for name, count in state.unexpected_counts.items():
+            merged.unexpected_counts[name] = merged.unexpected_counts.get(name, 0) + count
+        for name, seen in state.unexpected.items():
+            merged.unexpected[name] = sorted({*merged.unexpected.get(name, []), *seen})[:3]
+        for mine, theirs in (
+            (merged.action_work, state.action_work),
+            (merged.episode_work, state.episode_work),
+        ):
+            for name, work in theirs.items():
+                total = mine.setdefault(name, [0] * len(work))
+                for i, n in enumerate(work):
+                    total[i] += n
+    counts: list[int] = []
+    for state in states:
+        part = _coarsened(state.timeline_width, state.timeline, width)
+        if len(part) > len(counts):
+            counts.extend([0] * (len(part) - len(counts)))
+        for i, n in enumerate(part):
+            counts[i] += n
+    merged.timeline.counts = counts
+    return merged

@@ -14,6 +14,7 @@ from .workloads import Mix
 
 if TYPE_CHECKING:
     from .._host import Runtime
+    from .cells import ShardReport
     from .metrics import PhaseRecorder
     from .trace import VpTrace
 
@@ -39,7 +40,8 @@ OPEN_LOOP_GRACE: Final = 0.1
 #: Open loop: an achieved rate under this fraction of the target is reported as not held.
 RATE_HELD: Final = 0.95
 
-BackendName = Literal["asyncio", "trio"]
+#: ``ray``: the run's cells are sharded over Ray actors (``runtime.cluster``), each an asyncio runtime.
+BackendName = Literal["asyncio", "trio", "ray"]
 ClockName = Literal["real", "virtual"]
 PolicyName = Literal["batched", "eager"]
 
@@ -138,10 +140,12 @@ class PhaseData:
 class RunData:
     """What one run measured: its phases, the sampled traces and a few wall-clock facts."""
 
-    __slots__ = ("options", "origin", "phases", "scheduler", "traces", "wall_ns")
+    __slots__ = ("options", "origin", "phases", "scheduler", "shards", "traces", "wall_ns")
 
     def __init__(self, options: ExperimentOptions) -> None:
         self.options = options
+        #: The shards of a sharded run (``runtime.cluster``); None for a run on one runtime.
+        self.shards: list[ShardReport] | None = None
         self.phases: list[PhaseData] = []
         self.traces: list[VpTrace] = []
         self.origin = 0

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 
+from .cells import ClusterReport, ShardReport
 from .costs import CostModel, CostParameter, action_kind, describe
 from .metrics import LatencyStats, encode, latency_stats
 from .records import RATE_HELD, Counters, ExperimentOptions, RunData
@@ -141,11 +142,12 @@ class PhaseReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RunReport(msgspec.Struct, frozen=True, kw_only=True):
-    """One run under one commit policy."""
+    """One run under one commit policy (``shards``: None unless the run was sharded)."""
 
     commit_policy: str
     phases: list[PhaseReport]
     traced_vps: list[str]
+    shards: list[ShardReport] | None = None
 
 
 class Comparison(msgspec.Struct, frozen=True, kw_only=True):
@@ -200,6 +202,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     #: Things a reader must not miss (an open-loop rate that was not held, ...).
     warnings: list[str] = []
     thresholds: list[ThresholdResult] = []
+    cluster: ClusterReport | None = None
 
 
 _COST_NOTE: Final = (
@@ -361,10 +364,12 @@ def build_report(
     cost_source: str = DEFAULT_COST_SOURCE,
     overridden: frozenset[str] = frozenset(),
     include_wall: bool | None = None,
+    cluster: ClusterReport | None = None,
 ) -> Report:
     """The report of ``runs`` (one, or batched then eager when comparing policies).
 
-    ``include_wall`` defaults to True with the real clock and False with the virtual one.
+    ``include_wall`` defaults to True with the real clock and False with the virtual one;
+    ``cluster`` says where a sharded run ran.
     """
     options = runs[0].options
     virtual = options.clock == "virtual"
@@ -375,6 +380,7 @@ def build_report(
             commit_policy=run.options.commit_policy,
             phases=[_phase(phase, costs) for phase in run.phases],
             traced_vps=[f"partition {t.partition} vp {t.vp_index}" for t in run.traces],
+            shards=run.shards,
         )
         for run in runs
     ]
@@ -384,13 +390,17 @@ def build_report(
         tool="tdvsm",
         time_unit="ns",
         clock=options.clock,
-        deterministic=virtual and not include_wall,
+        # A lost shard's reason names its worker's pid: that report is not reproducible.
+        deterministic=virtual
+        and not include_wall
+        and not any(s.status == "lost" for r in runs for s in r.shards or []),
         options=options,
         cost_model=CostReport(source=cost_source, note=_COST_NOTE, parameters=describe(costs, overridden)),
         runs=run_reports,
         comparison=comparison,
         wall=wall_report(runs) if include_wall else None,
         warnings=_warnings(run_reports),
+        cluster=cluster,
     )
 
 
