@@ -19,21 +19,69 @@ from .sim import commands as sim_commands
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from .lab.bench import Runner
+    from .lab.bench import Figure, Runner
+    from .lab.commands import RayRunner
 
 __all__ = ("main",)
 
 
 def _bench_extra() -> Mapping[str, Runner]:
     """Bench figures of the rooms ``lab`` may not import (each room adds its own here)."""
-    return {}
+    figures: dict[str, Runner] = {}
+    try:
+        from .cluster.bench import measure_p6
+    except ImportError as exc:  # the ``ray`` extra is not installed: P6 says so
+        if not _ray_missing(exc):
+            raise
+        figures["P6"] = _missing_ray(exc)
+    else:
+        figures["P6"] = measure_p6
+    return figures
+
+
+def _ray_missing(exc: ImportError) -> bool:
+    return (exc.name or "").split(".")[0] == "ray"
+
+
+def _missing_ray(exc: ImportError) -> Runner:
+    def missing(quick: bool) -> list[Figure]:
+        from .lab.bench import Figure
+
+        del quick
+        return [
+            Figure(
+                id="P6",
+                name=f"Ray shards: not measured, the ray extra is missing ({exc.name})",
+                value=0.0,
+                unit="actions/s",
+                floor=None,
+                floor_name="pip install -e '.[ray]'",
+                ratio=None,
+                target=">=1.7x, local report",
+                met=None,
+            )
+        ]
+
+    return missing
+
+
+def _ray_runner() -> RayRunner:
+    """``tdvsm run --backend ray``'s runner (``runtime.cluster``; needs the ``ray`` extra)."""
+    try:
+        from .cluster.run import run_on_ray
+    except ImportError as exc:
+        if not _ray_missing(exc):
+            raise
+        msg = f"--backend ray needs the ray extra (pip install -e '.[ray]'): {exc}"
+        raise UsageError(msg) from None
+    return run_on_ray
 
 
 def _parser() -> tuple[Parser, frozenset[str]]:
     """The ``tdvsm`` parser and the names of its subcommands."""
     parser = Parser(prog="tdvsm", description="Simulate Guest VSM on TDX partitions at scale and measure it.")
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
-    lab_commands.add_commands(sub, bench_extra=_bench_extra)
+    lab_commands.add_commands(sub, bench_extra=_bench_extra, ray_runner=_ray_runner)
     sim_commands.add_commands(sub)
     sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser, frozenset(sub.choices)

@@ -2,6 +2,8 @@
 
 ``add_commands`` registers their parsers on the dispatcher's subparsers; each parsed command
 carries its handler, which returns the exit status. Bad options raise ``UsageError``.
+``run --backend ray`` runs through ``ray_runner``, which the dispatcher supplies from
+``runtime.cluster`` (``lab`` may not import it).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 import msgspec
@@ -28,9 +30,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from .bench import Runner
+    from .cells import ClusterReport
+    from .report import Report
     from .usage import Parser
 
-__all__ = ("add_commands",)
+__all__ = ("RayRunner", "add_commands")
+
+#: Runs ``tdvsm run --backend ray``: (options, costs, progress per run, address=, shards=) ->
+#: (the runs, where they ran).
+RayRunner: TypeAlias = "Callable[..., tuple[list[RunData], ClusterReport]]"
 
 #: Defaults of ``tdvsm run``: ~300 x 4 VPs boot in a fraction of a second, then 10 s of load.
 DEFAULT_PARTITIONS = 300
@@ -41,12 +49,15 @@ DEFAULT_VIRTUAL_OPS = 20_000
 
 
 def add_commands(
-    sub: argparse._SubParsersAction[Parser], *, bench_extra: Callable[[], Mapping[str, Runner]] | None = None
+    sub: argparse._SubParsersAction[Parser],
+    *,
+    bench_extra: Callable[[], Mapping[str, Runner]] | None = None,
+    ray_runner: Callable[[], RayRunner] | None = None,
 ) -> None:
     """Register ``run``, ``compare``, ``bench`` and ``workloads`` on the ``tdvsm`` subparsers.
 
-    ``bench_extra`` gives the bench figures measured outside ``lab`` (loaded only when the
-    bench runs).
+    ``bench_extra`` gives the bench figures measured outside ``lab`` and ``ray_runner`` the
+    runner of ``--backend ray`` (each loaded only when used).
     """
     run = sub.add_parser("run", help="run an experiment and report it", description=_RUN_HELP)
     size = run.add_argument_group("size")
@@ -71,7 +82,16 @@ def add_commands(
     )
     load.add_argument("--rate", type=positive_float, help="open loop: operations per second over all drivers")
     how = run.add_argument_group("how")
-    how.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    how.add_argument(
+        "--backend",
+        choices=("asyncio", "trio", "ray"),
+        default="asyncio",
+        help="event loop, or ray: the fleet's cells sharded over Ray actors (asyncio)",
+    )
+    how.add_argument(
+        "--address", metavar="ADDR", help="ray: the cluster's HOST:PORT (default: start a local Ray)"
+    )
+    how.add_argument("--shards", type=positive_int, help="ray: shard actors (default: one per CPU)")
     how.add_argument("--clock", choices=("real", "virtual"), default="real")
     how.add_argument("--commit-policy", choices=("batched", "eager"), default=None, help="(batched)")
     how.add_argument("--compare-policies", action="store_true", help="run batched and eager, side by side")
@@ -96,7 +116,7 @@ def add_commands(
     out.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="(on a terminal)"
     )
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, ray_runner=ray_runner)
     compare = sub.add_parser("compare", help="two run reports side by side", description=_COMPARE_HELP)
     compare.add_argument("a", metavar="A.json", help="the baseline report (tdvsm run --report)")
     compare.add_argument("b", metavar="B.json", help="the report compared with it")
@@ -222,23 +242,37 @@ def _run(args: argparse.Namespace) -> int:
         options = [_options(args, policy) for policy in policies]
     except MixError as exc:
         raise UsageError(str(exc)) from None
-    estimate = check_fleet(args.partitions, args.vps, force=args.force)
-    if estimate is not None:
-        print(f"tdvsm run: fleet: {estimate.describe()}", file=sys.stderr)
+    if args.backend != "ray" and (args.address is not None or args.shards is not None):
+        msg = "--address and --shards need --backend ray"
+        raise UsageError(msg)
+    if args.backend != "ray" or args.address is None:  # a remote cluster's memory is not ours
+        estimate = check_fleet(args.partitions, args.vps, force=args.force)
+        if estimate is not None:
+            print(f"tdvsm run: fleet: {estimate.describe()}", file=sys.stderr)
+
+    def bar(opts: ExperimentOptions) -> Progress:
+        return _Bar(args.progress, f"{opts.commit_policy} " if args.compare_policies else "")
+
     runs: list[RunData] = []
-    for opts in options:
-        label = f"{opts.commit_policy} " if args.compare_policies else ""
-        runs.append(anyio.run(run_experiment, opts, costs, _Bar(args.progress, label), backend=opts.backend))
+    cluster: ClusterReport | None = None
+    if args.backend == "ray":
+        runs, cluster = _ray(args)(options, costs, bar, address=args.address, shards=args.shards)
+    else:
+        for opts in options:
+            runs.append(anyio.run(run_experiment, opts, costs, bar(opts), backend=opts.backend))
     report = build_report(
         runs,
         costs,
         cost_source=source,
         overridden=overridden,
         include_wall=True if args.include_wall else None,
+        cluster=cluster,
     )
     if thresholds:
         report = msgspec.structs.replace(report, thresholds=check_thresholds(report, thresholds))
     print(render_table(report))
+    if cluster is not None:
+        _print_shards(report)
     for warning in report.warnings:
         print(f"tdvsm run: warning: {warning}", file=sys.stderr)
     if report_path is not None:
@@ -259,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
     if trace_path is not None:
         from .trace import write_trace
 
-        write_trace(str(trace_path), runs[0].traces, runs[0].origin, opts.clock)
+        write_trace(str(trace_path), runs[0].traces, runs[0].origin, options[0].clock)
         print(f"trace: {trace_path} ({len(runs[0].traces)} VPs; open in https://ui.perfetto.dev)")
     failed = [t for t in report.thresholds if not t.passed]
     if failed:
@@ -289,6 +323,28 @@ def _compare(args: argparse.Namespace) -> int:
         plot_comparison(a, b, plot_path, (Path(args.a).name, Path(args.b).name))
         print(f"plot: {plot_path}")
     return 0
+
+
+def _print_shards(report: Report) -> None:
+    cluster = report.cluster
+    assert cluster is not None
+    print(f"ray {cluster.ray_version} ({cluster.address}): {cluster.shards} shards")
+    for run in report.runs:
+        for shard in run.shards or []:
+            if shard.status == "lost":
+                print(
+                    f"shard {shard.shard} (partitions {shard.partitions[0]}..{shard.partitions[1] - 1}) "
+                    f"was lost in the {shard.lost_in} phase: {shard.reason}",
+                    file=sys.stderr,
+                )
+
+
+def _ray(args: argparse.Namespace) -> RayRunner:
+    if args.ray_runner is None:
+        msg = "--backend ray is not available in this program"
+        raise UsageError(msg)
+    runner: RayRunner = args.ray_runner()
+    return runner
 
 
 def _workloads(args: argparse.Namespace) -> int:
