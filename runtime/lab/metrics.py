@@ -333,8 +333,8 @@ class RecorderState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     unexpected_counts: dict[str, int]
     timeline_width: int
     timeline: list[int]
-    action_work: dict[str, list[int]] = {}
-    episode_work: dict[str, list[int]] = {}
+    action_work: dict[str, list[int]]
+    episode_work: dict[str, list[int]]
 
 
 def _coarsened(width: int, counts: list[int], target: int) -> list[int]:

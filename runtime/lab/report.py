@@ -373,6 +373,8 @@ def build_report(
     """
     options = runs[0].options
     virtual = options.clock == "virtual"
+    # A lost shard's reason names its worker's pid: that report is not reproducible.
+    lost = any(s.status == "lost" for r in runs for s in r.shards or [])
     if include_wall is None:
         include_wall = not virtual
     run_reports = [
@@ -390,10 +392,7 @@ def build_report(
         tool="tdvsm",
         time_unit="ns",
         clock=options.clock,
-        # A lost shard's reason names its worker's pid: that report is not reproducible.
-        deterministic=virtual
-        and not include_wall
-        and not any(s.status == "lost" for r in runs for s in r.shards or []),
+        deterministic=virtual and not include_wall and not lost,
         options=options,
         cost_model=CostReport(source=cost_source, note=_COST_NOTE, parameters=describe(costs, overridden)),
         runs=run_reports,
