@@ -53,11 +53,11 @@ def _missing_ray(exc: ImportError) -> Runner:
                 id="P6",
                 name=f"Ray shards: not measured, the ray extra is missing ({exc.name})",
                 value=0.0,
-                unit="actions/s",
+                unit="/s",
                 floor=None,
                 floor_name="pip install -e '.[ray]'",
                 ratio=None,
-                target=">=1.7x, local report",
+                target=">=1.7x, = local",
                 met=None,
             )
         ]
