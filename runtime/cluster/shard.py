@@ -1,9 +1,10 @@
 """A shard: one whole tdvsm runtime running its share of an experiment's cells, driven by Ray calls.
 
-``ShardHost`` is the body of the Ray actor (``runtime.cluster.ray_backend`` wraps it); it knows
-nothing of Ray, so tests drive it directly too. The experiment runs on an asyncio event loop in
-a thread of its own, and the guest programs run inside it; the calls only start a phase and
-collect its result, so a run costs a handful of Ray calls whatever its size:
+``ShardHost`` is the body of the Ray actor (``coordinator.ShardActor`` wraps it) and the
+``FleetShare`` its experiment runs; it knows nothing of Ray, so tests drive it directly too.
+The experiment runs on an asyncio event loop in a thread of its own, and the guest programs run
+inside it; the calls only start a phase and collect its result, so a run costs a handful of Ray
+calls whatever its size:
 
 * ``boot()`` runs the boot phase and returns it (a ``PhaseResult``), then the shard waits;
 * ``operate(fleet_boot_ns)`` starts the operations phase once the whole fleet has booted (on
@@ -64,30 +65,12 @@ def _high_water(rt: Runtime) -> tuple[int, int]:
     return sum(p.statistics().mailbox_high_water for p in partitions), len(partitions)
 
 
-class _Share(FleetShare):
-    """This shard's cells; between the phases it hands its boot phase over and waits."""
-
-    def __init__(self, host: ShardHost, cells: range) -> None:
-        super().__init__(cells)
-        self._host = host
-
-    async def after_boot(self, rt: Runtime, boot: PhaseData) -> int:
-        host = self._host
-        host._boot = phase_result(boot, *_high_water(rt))
-        host._booted.set()
-        # The coordinator answers once every shard has booted; wait for it off the loop.
-        await anyio.to_thread.run_sync(host._go.wait)
-        return host._fleet_boot_ns
-
-    def before_close(self, rt: Runtime) -> None:
-        self._host._last_high_water = _high_water(rt)
-
-
-class ShardHost:
+class ShardHost(FleetShare):
     """Runs one share of an experiment on a runtime of its own (see the module docstring)."""
 
     def __init__(self, orders: bytes) -> None:
         self._orders = decode(orders, ShardOrders)
+        super().__init__(range(*self._orders.cells))
         self._progress = _Progress()
         self._booted = threading.Event()
         self._go = threading.Event()
@@ -113,19 +96,30 @@ class ShardHost:
         p = self._progress
         return p.phase, p.done, p.total
 
+    async def after_boot(self, rt: Runtime, boot: PhaseData) -> int:
+        """Hand the boot phase to ``boot()``'s caller; wait for ``operate`` to say when to go on."""
+        self._boot = phase_result(boot, *_high_water(rt))
+        self._booted.set()
+        # The coordinator answers once every shard has booted; wait for it off the loop.
+        await anyio.to_thread.run_sync(self._go.wait)
+        return self._fleet_boot_ns
+
+    def before_close(self, rt: Runtime) -> None:
+        """Keep the mailbox high-water marks of the end of the run."""
+        self._last_high_water = _high_water(rt)
+
     def _main(self) -> None:
-        share = _Share(self, range(*self._orders.cells))
         try:
-            self._run = anyio.run(self._experiment, share, backend=SHARD_BACKEND)
+            self._run = anyio.run(self._experiment, backend=SHARD_BACKEND)
         except BaseException as exc:  # reported to the coordinator by the next call
             self._error = exc
         finally:
             self._booted.set()
             self._done.set()
 
-    async def _experiment(self, share: FleetShare) -> RunData:
+    async def _experiment(self) -> RunData:
         orders = self._orders
-        return await run_experiment(orders.options, orders.costs, self._progress, share=share)
+        return await run_experiment(orders.options, orders.costs, self._progress, share=self)
 
     def _raise_error(self, during: str) -> None:
         if self._error is not None:

@@ -12,8 +12,9 @@ options and on what happens inside it. With ``N`` drivers and ``P`` partitions o
 A run of the whole fleet and runs of disjoint shares of its cells (``FleetShare``, as
 ``runtime.cluster`` runs them on Ray shards) measure the same things: every random choice is
 seeded by the root seed and the global index of the driver making it (a boot by the root seed
-alone, the traced VPs drawn from the whole fleet), never by how the cells were grouped. ``split`` gives ``S`` shares of consecutive cells. ``ShardReport`` and
-``ClusterReport`` are what a report says about a sharded run.
+alone, the traced VPs drawn from the whole fleet), never by how the cells were grouped.
+``split`` gives ``S`` shares of consecutive cells. ``ShardReport`` and ``ClusterReport`` are what
+a report says about a sharded run.
 """
 
 from __future__ import annotations
