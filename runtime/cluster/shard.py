@@ -12,7 +12,8 @@ calls whatever its size:
 * ``progress()`` (a concurrency group of its own, so it answers while a phase runs) and
   ``pid()`` serve the coordinator.
 
-Every argument and result is msgspec bytes or an int (``runtime.cluster.wire``).
+Orders and results are msgspec bytes (``runtime.cluster.wire``); ``operate`` takes one int,
+``progress`` and ``pid`` return plain numbers.
 """
 
 from __future__ import annotations
