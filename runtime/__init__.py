@@ -16,6 +16,13 @@ from actors import (
 )
 from protocol import ProtocolError as ProtocolError, SimulationError as SimulationError
 
+from ._events import (
+    CommitEvent as CommitEvent,
+    EngineEvent as EngineEvent,
+    FailureEvent as FailureEvent,
+    InterceptEvent as InterceptEvent,
+    VtlSwitchEvent as VtlSwitchEvent,
+)
 from ._host import (
     Partition as Partition,
     PartitionStatistics as PartitionStatistics,
@@ -40,6 +47,11 @@ __all__ = (
     "ProtocolError",
     "SimulationError",
     "VpNotRunning",
+    "CommitEvent",
+    "EngineEvent",
+    "FailureEvent",
+    "InterceptEvent",
+    "VtlSwitchEvent",
     "Partition",
     "PartitionStatistics",
     "RestartPolicy",

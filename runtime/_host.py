@@ -36,6 +36,8 @@ from ._supervision import RestartPolicy
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
 
+    from ._events import EngineEvent
+
 __all__ = ("Partition", "PartitionStatistics", "Runtime", "RuntimeStatistics", "Vp", "open_runtime")
 
 T = TypeVar("T")
@@ -50,6 +52,8 @@ class PartitionStatistics(msgspec.Struct, frozen=True, kw_only=True):
     mailbox_high_water: int
     restarts: int = 0
     failure: str | None = None
+    #: Messages waiting in the VPs' mailboxes now (all VPs of the partition).
+    mailbox_depth: int = 0
 
 
 class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +62,9 @@ class RuntimeStatistics(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int
     vps: int
     scheduler: SchedulerStatistics
+    #: Event listeners attached now, and those detached because they raised.
+    listeners: int = 0
+    listener_errors: int = 0
 
 
 class Vp:
@@ -293,6 +300,7 @@ class Partition:
             mailbox_high_water=max(cell.mailbox.high_water for cell in cells.cells),
             restarts=cells.restarts,
             failure=cells.failure,
+            mailbox_depth=sum(len(cell.mailbox) for cell in cells.cells),
         )
 
     async def stop(self) -> None:
@@ -416,12 +424,39 @@ class Runtime:
         """Every partition created so far."""
         return list(self._partitions.values())
 
+    def partition(self, partition_id: int) -> Partition:
+        """The partition with id ``partition_id`` (stopped ones included).
+
+        Raises:
+            KeyError: no partition has that id (the message names it).
+        """
+        partition = self._partitions.get(partition_id) if type(partition_id) is int else None
+        if partition is None:
+            msg = f"no partition with id {partition_id!r}"
+            raise KeyError(msg)
+        return partition
+
+    def subscribe(
+        self, listener: Callable[[EngineEvent], None], *, commits: bool = True
+    ) -> Callable[[], None]:
+        """Call ``listener`` with every engine event from now on; returns the unsubscribe function.
+
+        Events (``runtime.VtlSwitchEvent``, ``InterceptEvent``, ``CommitEvent``, ``FailureEvent``)
+        are delivered synchronously on the scheduler's runner, in the order they happened, so
+        a listener must not block; one that raises is detached. ``commits=False`` leaves out
+        ``CommitEvent``s, the most frequent kind. Without listeners the scheduler pays nothing
+        for this; a listener costs a comparison of a few counters per step, plus the events.
+        """
+        return self._scheduler.listeners.add(listener, commits=commits)
+
     def statistics(self, *, reset_peaks: bool = False) -> RuntimeStatistics:
         """Counters of the runtime; ``reset_peaks`` starts the largest/longest-pass peaks afresh."""
         result = RuntimeStatistics(
             partitions=len(self._partitions),
             vps=sum(p.vp_count for p in self._partitions.values()),
             scheduler=self._scheduler.statistics(),
+            listeners=len(self._scheduler.listeners),
+            listener_errors=self._scheduler.listeners.errors,
         )
         if reset_peaks:
             self._scheduler.largest_pass = 0

@@ -39,6 +39,7 @@ import msgspec
 from actors import FAULTS, ActorCrashed, PartitionFailed, check_vp_invariants
 
 from ._cells import PartitionCells, VpCell
+from ._events import FailureEvent, Listeners, marks, report
 from ._journal import (
     J_COMMIT,
     J_CONTROLS,
@@ -152,6 +153,8 @@ class BatchingScheduler:
         self._deadlines: list[tuple[float, int, VpCell]] = []
         self._deadline_seq = itertools.count()
         self._flusher_wakeup = anyio.Event()
+        #: Event listeners (``Runtime.subscribe``); ``listeners.emit`` is None without any.
+        self.listeners = Listeners(on_change=self._choose_step)
         self.passes = 0
         self.steps = 0
         self.window_commits = 0
@@ -165,7 +168,9 @@ class BatchingScheduler:
         self.restarting = 0
         self.inline_passes = 0
         self._hooks: StepHooks | None = None
-        #: The step of a VP cell: ``_step_vp``, or ``_hooked_step_vp`` while hooks are set.
+        #: The step of a VP cell: ``_step_vp``, or ``_hooked_step_vp`` while hooks are set, in
+        #: ``_step_vp_observed`` while listeners are attached (``_choose_step``).
+        self._inner_step: Callable[[VpCell], None] = self._step_vp
         self._step: Callable[[VpCell], None] = self._step_vp
 
     @property
@@ -176,7 +181,12 @@ class BatchingScheduler:
     @hooks.setter
     def hooks(self, hooks: StepHooks | None) -> None:
         self._hooks = hooks
-        self._step = self._step_vp if hooks is None else self._hooked_step_vp
+        self._choose_step()
+
+    def _choose_step(self) -> None:
+        """Pick the VP step for the hooks and listeners now set: the plain one costs nothing."""
+        self._inner_step = self._step_vp if self._hooks is None else self._hooked_step_vp
+        self._step = self._inner_step if self.listeners.emit is None else self._step_vp_observed
 
     def statistics(self) -> SchedulerStatistics:
         """Counters."""
@@ -358,6 +368,14 @@ class BatchingScheduler:
             except Exception as exc:
                 self._failed(cell, None, exc)
         self._after_step(cell)
+
+    def _step_vp_observed(self, cell: VpCell) -> None:
+        """The VP's step (hooked or not), then tell the listeners what it changed on the VP."""
+        st = cell.actor.state
+        before = marks(st)
+        self._inner_step(cell)
+        if marks(st) != before:
+            report(self.listeners, cell.partition.partition_id, st, before)
 
     def _after_step(self, cell: VpCell) -> None:
         # (A restarting cell is marked scheduled and busy: schedule and the flusher skip it.)
@@ -677,6 +695,10 @@ class BatchingScheduler:
                     or cell.restarting
                 ):
                     continue  # a half-done hypercall or a restart re-arms the window when done
+                if self.listeners.emit is not None:
+                    self.commit_vp(cell)  # with its events
+                    self.window_commits += 1
+                    continue
                 journal = cell.journal  # commit_vp, inlined (one per action in a fleet)
                 journal.append(J_COMMIT)
                 journal.append(None)
@@ -700,13 +722,17 @@ class BatchingScheduler:
         journal = cell.journal
         journal.append(J_COMMIT)
         journal.append(None)
+        st = cell.actor.state
+        before = marks(st) if self.listeners.emit is not None else None
         try:
-            cell.actor.state.commit_all()
+            st.commit_all()
             if self.check_invariants:
-                check_vp_invariants(cell.actor.state)
+                check_vp_invariants(st)
         except Exception as exc:
             self._failed(cell, None, exc)
             return False
+        if before is not None:
+            report(self.listeners, cell.partition.partition_id, st, before)
         return True
 
     # ---- shutdown ----------------------------------------------------------------------------------
@@ -724,6 +750,8 @@ class BatchingScheduler:
             return
         partition.failure = reason
         self.failed_partitions += 1
+        if self.listeners.emit is not None:
+            self.listeners.emit(FailureEvent(partition=partition.partition_id, reason=reason))
         for cell in partition.cells:
             cell.actor.fail(reason)
         self.stop_partition(partition, lambda: PartitionFailed(reason))
