@@ -1,0 +1,431 @@
+"""``serve``: run an ASGI app with hypercorn on asyncio or trio, with safe sockets and hard limits.
+
+Safe defaults (RELIABILITY F6): a Unix socket created with mode 0600 inside a directory that
+only its owner can enter (created 0700 when missing; an existing one open to others is
+refused); TCP only when asked, and then only for an app that requires a token. hypercorn
+speaks HTTP on each connection; the accept loop is ours, because hypercorn has no connection
+limit and its trio writes are shielded from cancellation (RELIABILITY F5):
+
+* at ``max_connections`` open connections a new one gets a typed 503 ``TooManyConnections``
+  and is closed, without reading it;
+* a request head must be complete within ``header_timeout`` (hypercorn's idle timeout) and at
+  most ``max_header`` bytes (431);
+* a write that does not drain within ``write_timeout`` aborts the connection: a peer that never
+  reads is gone within that deadline of its socket buffer filling up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import stat
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import sniffio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config
+
+from ._guard import Limits
+from ._wire import ErrorBody, encode_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from anyio.abc import TaskStatus
+    from starlette.types import ASGIApp
+
+    from ._app import ControlPlane
+    from ._metrics import Metrics
+
+__all__ = ("Address", "bind_socket", "default_unix_path", "parse_address", "serve")
+
+logger = logging.getLogger("runtime.serve")
+#: Seconds a shutdown waits for open connections to finish before cancelling them.
+GRACE: Final = 2.0
+
+
+class Address:
+    """Where a control plane listens: ``unix:PATH`` or ``http://HOST:PORT``."""
+
+    __slots__ = ("host", "path", "port")
+
+    def __init__(self, *, path: str | None = None, host: str | None = None, port: int | None = None) -> None:
+        self.path = path
+        self.host = host
+        self.port = port
+
+    @property
+    def is_unix(self) -> bool:
+        """True for a Unix socket."""
+        return self.path is not None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """``unix:PATH`` or ``http://HOST:PORT`` (``PORT`` 0 picks a free port when serving).
+
+    Raises:
+        ValueError: anything else (the message says what is accepted).
+    """
+    if text.startswith("unix:") and len(text) > 5:
+        return Address(path=text[5:])
+    if text.startswith("http://"):
+        rest = text[7:].rstrip("/")
+        host, sep, port = rest.rpartition(":")
+        host = host.strip("[]")
+        if sep and host and port.isdigit() and int(port) < 65536:
+            return Address(host=host, port=int(port))
+    msg = f"address must be unix:PATH or http://HOST:PORT, got {text!r}"
+    raise ValueError(msg)
+
+
+def default_unix_path() -> str:
+    """``$XDG_RUNTIME_DIR/tdvsm/control.sock``, else ``/tmp/tdvsm-<uid>/control.sock``."""
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    base = os.path.join(runtime_dir, "tdvsm") if runtime_dir else f"/tmp/tdvsm-{os.getuid()}"
+    return os.path.join(base, "control.sock")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _private_directory(directory: str) -> None:
+    """Make ``directory`` (mode 0700) or check that only its owner can enter it."""
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(directory, mode=0o700)
+    info = os.stat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        msg = f"{directory} is not a directory"
+        raise ValueError(msg)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        msg = (
+            f"{directory} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}, owner uid "
+            f"{info.st_uid}): the control socket needs a directory only you can enter (mode 0700)"
+        )
+        raise ValueError(msg)
+
+
+def bind_socket(address: Address) -> socket.socket:
+    """A listening socket for ``address``: Unix 0600 in a private directory, or TCP.
+
+    Raises:
+        ValueError: the socket's directory is open to other users, or the path is in use.
+        OSError: the address cannot be bound.
+    """
+    if address.path is not None:
+        path = os.path.abspath(address.path)
+        _private_directory(os.path.dirname(path))
+        if os.path.exists(path):
+            if not stat.S_ISSOCK(os.stat(path).st_mode):
+                msg = f"{path} exists and is not a socket"
+                raise ValueError(msg)
+            with socket.socket(socket.AF_UNIX) as probe:
+                if probe.connect_ex(path) == 0:
+                    msg = f"{path} is in use by a running server"
+                    raise ValueError(msg)
+            os.unlink(path)  # a stale socket of a server that died
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # born 0600: no window where others could connect
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        address.path = path
+    else:
+        assert address.host is not None
+        assert address.port is not None
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((address.host, address.port))
+        address.port = sock.getsockname()[1]
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _refusal(limit: int) -> bytes:
+    body = encode_json(ErrorBody(error="TooManyConnections", message=f"connection limit of {limit} reached"))
+    head = (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+def _config(limits: Limits) -> Config:
+    config = Config()
+    config.keep_alive_timeout = limits.header_timeout
+    config.h11_max_incomplete_size = limits.max_header
+    config.accesslog = None  # a request line may carry the dashboard's login token
+    config.errorlog = logger
+    config.include_server_header = False
+    return config
+
+
+async def serve(
+    app: ASGIApp,
+    address: Address,
+    *,
+    limits: Limits | None = None,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``address`` until cancelled; ``task_status.started`` gets the address.
+
+    ``limits`` default to the app's own (``create_app``), else ``Limits()``. TCP is refused for
+    an app without a token (RELIABILITY F6).
+
+    Raises:
+        ValueError: TCP for an app without a token, or an unsafe socket directory.
+    """
+    plane: ControlPlane | None = getattr(getattr(app, "state", None), "tdvsm", None)
+    limits = limits or (plane.limits if plane is not None else Limits())
+    if not address.is_unix and (plane is None or plane.token is None):
+        msg = "serving over TCP needs an app with a token (create_app(runtime, token=...))"
+        raise ValueError(msg)
+    sock = bind_socket(address)
+    try:
+        backend = sniffio.current_async_library()
+        if backend == "trio":
+            await _serve_trio(app, sock, limits, plane, str(address), task_status)
+        else:
+            await _serve_asyncio(app, sock, limits, plane, str(address), task_status)
+    finally:
+        sock.close()
+        if address.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(address.path)
+
+
+class _Connections:
+    """The open-connection count against the limit (and the metrics gauges)."""
+
+    def __init__(self, limit: int, metrics: Metrics | None) -> None:
+        self.limit = limit
+        self.open = 0
+        self.metrics = metrics
+
+    def enter(self) -> bool:
+        if self.open >= self.limit:
+            if self.metrics is not None:
+                self.metrics.connections_refused += 1
+            return False
+        self.open += 1
+        if self.metrics is not None:
+            self.metrics.connections = self.open
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
+        if self.metrics is not None:
+            self.metrics.connections = self.open
+
+
+# ---- trio ---------------------------------------------------------------------------------------
+
+
+async def _drain(context: Any, plane: ControlPlane | None, busy: Callable[[], bool]) -> None:
+    """A graceful end: idle connections close, event streams end, the rest get ``GRACE`` seconds."""
+    await context.terminated.set()  # hypercorn closes keep-alive connections waiting for a request
+    if plane is not None:
+        plane.hub.end_all("the server is shutting down")
+    with anyio.move_on_after(GRACE):
+        while busy():  # noqa: ASYNC110  # polls the connection count, shutdown only
+            await anyio.sleep(0.01)
+
+
+async def _serve_trio(
+    app: ASGIApp,
+    sock: socket.socket,
+    limits: Limits,
+    plane: ControlPlane | None,
+    shown: str,
+    task_status: Any,
+) -> None:
+    import trio
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+
+    config = _config(limits)
+    context = WorkerContext(None)
+    wrapped = ASGIWrapper(app)  # type: ignore[arg-type]
+    connections = _Connections(limits.max_connections, plane.metrics if plane is not None else None)
+    refusal = _refusal(limits.max_connections)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        if not connections.enter():
+            with trio.move_on_after(1):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send_all(refusal)
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            guarded = _TrioDeadlineStream(stream, limits.write_timeout)
+            await TCPServer(wrapped, config, context, {}, guarded).run()  # type: ignore[arg-type]
+        finally:
+            connections.leave()
+
+    # Connections run in a nursery our caller's cancellation does not reach, so that shutting
+    # down can let them finish (``_drain``) before they are cancelled.
+    handlers_scope = trio.CancelScope(shield=True)
+
+    async def run_handlers(*, task_status: Any) -> None:
+        with handlers_scope:
+            async with trio.open_nursery() as handlers:
+                task_status.started(handlers)
+                await trio.sleep_forever()
+
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    async with trio.open_nursery() as nursery:
+        handlers = await nursery.start(run_handlers)
+        try:
+            await nursery.start(partial(trio.serve_listeners, handle, [listener], handler_nursery=handlers))
+            task_status.started(shown)
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await _drain(context, plane, lambda: connections.open > 0)
+            handlers_scope.cancel()
+
+
+class _TrioDeadlineStream:
+    """A trio stream whose writes must drain within the write deadline, else it is aborted.
+
+    hypercorn shields its writes from cancellation; a deadline inside the shield still fires.
+    """
+
+    def __init__(self, stream: Any, write_timeout: float) -> None:
+        self._stream = stream
+        self._write_timeout = write_timeout
+        self.socket = stream.socket
+
+    async def send_all(self, data: bytes) -> None:
+        import trio
+
+        try:
+            with trio.fail_after(self._write_timeout):
+                await self._stream.send_all(data)
+        except trio.TooSlowError:
+            await trio.aclose_forcefully(self._stream)
+            msg = f"write not drained within {self._write_timeout:g} s: peer dropped"
+            raise trio.BrokenResourceError(msg) from None
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data: bytes | bytearray = await self._stream.receive_some(max_bytes)
+        return data
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+# ---- asyncio ------------------------------------------------------------------------------------
+
+
+async def _serve_asyncio(
+    app: ASGIApp,
+    sock: socket.socket,
+    limits: Limits,
+    plane: ControlPlane | None,
+    shown: str,
+    task_status: Any,
+) -> None:
+    from hypercorn.asyncio.tcp_server import TCPServer
+    from hypercorn.asyncio.worker_context import WorkerContext
+
+    loop = asyncio.get_running_loop()
+    config = _config(limits)
+    context = WorkerContext(None)
+    wrapped = ASGIWrapper(app)  # type: ignore[arg-type]
+    connections = _Connections(limits.max_connections, plane.metrics if plane is not None else None)
+    refusal = _refusal(limits.max_connections)
+    tasks: set[asyncio.Task[None]] = set()
+    closing = False
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        if not connections.enter():
+            writer.write(refusal)  # a few hundred bytes: the socket buffer takes them at once
+            writer.close()
+            return
+        try:
+            guarded = _AsyncioDeadlineWriter(writer, limits.write_timeout)
+            await TCPServer(wrapped, loop, config, context, {}, reader, guarded)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            if not closing:  # cancelled by our own shutdown below: asyncio's server owns the task
+                raise
+        finally:
+            connections.leave()
+
+    server = await asyncio.start_server(handle, sock=sock, backlog=128)
+    try:
+        task_status.started(shown)
+        await anyio.sleep_forever()
+    finally:
+        closing = True
+        server.close()
+        with anyio.CancelScope(shield=True):
+            await _drain(context, plane, lambda: bool(tasks))
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _AsyncioDeadlineWriter:
+    """A StreamWriter whose ``drain`` must finish within the write deadline, else the transport
+    is aborted (a plain close would wait for ever to flush to a peer that never reads)."""
+
+    def __init__(self, writer: asyncio.StreamWriter, write_timeout: float) -> None:
+        self._writer = writer
+        self._write_timeout = write_timeout
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._writer.get_extra_info(name, default)
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    async def drain(self) -> None:
+        try:
+            await asyncio.wait_for(self._writer.drain(), self._write_timeout)
+        except TimeoutError:
+            self._writer.transport.abort()
+            raise ConnectionResetError(errno.ETIMEDOUT, "write not drained: peer dropped") from None
+
+    def write_eof(self) -> None:
+        self._writer.write_eof()
+
+    def close(self) -> None:
+        if self._writer.transport.get_write_buffer_size():
+            self._writer.transport.abort()  # unsent data to a stalled peer: do not wait for it
+        else:
+            self._writer.close()
+
+    async def wait_closed(self) -> None:
+        await self._writer.wait_closed()
