@@ -1,7 +1,7 @@
 """The ``tdvsm`` command: a thin dispatcher over the subcommands each part of runtime/ provides.
 
 ``runtime.lab.commands`` gives ``run``, ``bench`` and ``workloads``; ``runtime.sim.commands``
-gives ``sim``. This is the only module that
+gives ``sim`` and ``runtime.serve.commands`` gives ``serve``. This is the only module that
 sees every subpackage. Bad options and bad files end the command with one line on stderr and
 exit status 2, never a traceback; ``main`` returns the exit status (the console script exits
 with it).
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from .lab import commands as lab_commands
 from .lab.usage import Parser, UsageError
 from .sim import commands as sim_commands
+from .serve import commands as serve_commands
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -83,6 +84,7 @@ def _parser() -> tuple[Parser, frozenset[str]]:
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     lab_commands.add_commands(sub, bench_extra=_bench_extra, ray_runner=_ray_runner)
     sim_commands.add_commands(sub)
+    serve_commands.add_commands(sub)
     sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser, frozenset(sub.choices)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import urlencode
 
 import anyio
 import httpx
@@ -22,17 +23,15 @@ from protocol import HvRegisterName as Reg, InterceptMessage, Outcome, Vtl
 
 from .._host import PartitionStatistics, RuntimeStatistics
 from ._errors import ConnectionLost, describe, exception_for
-from ._hub import Cut
 from ._pipeline import Pipeline
 from ._server import parse_address
+from ._sse import EventReader, open_event_stream
 from ._wire import JSON, ErrorBody, Health, PartitionDetail, PartitionInfo, PartitionList, encode_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Sequence
 
     from protocol import Action
-
-    from .._events import EngineEvent
 
 __all__ = ("Client", "RemotePartition", "RemoteVp", "connect", "raise_for")
 
@@ -73,6 +72,7 @@ class Client:
     def __init__(self, http: httpx.AsyncClient, address: str, token: str | None) -> None:
         self._http = http
         self.address = address
+        self._where = parse_address(address)
         self._token = token
 
     def __repr__(self) -> str:
@@ -137,50 +137,33 @@ class Client:
     @asynccontextmanager
     async def events(
         self, *, partitions: Iterable[int] | None = None, types: Iterable[str] | None = None
-    ) -> AsyncIterator[AsyncIterator[EngineEvent | Cut]]:
-        """The live event stream: engine events, and a last ``Cut`` if this reader fell behind."""
-        params: dict[str, str] = {}
+    ) -> AsyncIterator[EventReader]:
+        """The live event stream (a connection of its own): engine events, each as the in-process
+        listener gets it, and a last ``Cut`` if this reader fell behind or the server stops.
+
+        Raises:
+            ValueError: an unknown event type or a bad partition id (422).
+            ConnectionLost: the stream broke.
+        """
+        query: dict[str, str] = {}
         if partitions is not None:
-            params["partition"] = ",".join(str(int(p)) for p in partitions)
+            query["partition"] = ",".join(str(p) for p in partitions)
         if types is not None:
-            params["type"] = ",".join(types)
-        try:
-            async with self._http.stream("GET", "/events", params=params, timeout=None) as reply:
-                if reply.status_code >= 400:
-                    raise_for(reply.status_code, await reply.aread())
-                yield _sse_events(reply, self.address)
-        except httpx.TransportError as exc:
-            msg = f"{self.address}: event stream lost: {describe(exc)}"
-            raise ConnectionLost(msg) from exc
+            query["type"] = ",".join(types)
+        target = "/events" + ("?" + urlencode(query) if query else "")
+        headers = [(b"host", b"tdvsm"), (b"accept", b"text/event-stream")]
+        if self._token is not None:
+            headers.append((b"authorization", b"Bearer " + self._token.encode()))
+        stream, reader, status, body = await open_event_stream(self._where, self.address, target, headers)
+        async with stream:
+            raise_for(status, body)
+            yield reader
 
     @asynccontextmanager
     async def pipeline(self, *, depth: int = 4) -> AsyncIterator[Pipeline]:
         """A connection of its own on which up to ``depth`` batches are in flight, run in order."""
         async with Pipeline.open(self.address, self._token, depth=depth) as pipe:
             yield pipe
-
-
-_event_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
-
-
-async def _sse_events(reply: httpx.Response, address: str) -> AsyncIterator[EngineEvent | Cut]:
-    from .._events import CommitEvent, FailureEvent, InterceptEvent, VtlSwitchEvent
-
-    union = VtlSwitchEvent | InterceptEvent | CommitEvent | FailureEvent | Cut
-    data: list[str] = []
-    try:
-        async for line in reply.aiter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif not line and data:
-                event: EngineEvent | Cut = _decode("\n".join(data).encode(), union)
-                data = []
-                yield event
-                if isinstance(event, Cut):
-                    return
-    except httpx.TransportError as exc:
-        msg = f"{address}: event stream lost: {describe(exc)}"
-        raise ConnectionLost(msg) from exc
 
 
 class RemotePartition:

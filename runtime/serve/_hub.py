@@ -52,7 +52,7 @@ class Cut(msgspec.Struct, tag=True, frozen=True, kw_only=True):
 class Subscriber:
     """One event-stream subscriber: its filter, its bounded buffer and whether it was cut."""
 
-    __slots__ = ("buffer", "capacity", "cut", "kinds", "missed", "partitions", "reason", "wakeup")
+    __slots__ = ("buffer", "capacity", "cut", "gone", "kinds", "missed", "partitions", "reason", "wakeup")
 
     def __init__(self, capacity: int, partitions: frozenset[int] | None, kinds: frozenset[type]) -> None:
         self.buffer: deque[tuple[int, EngineEvent]] = deque()
@@ -60,6 +60,7 @@ class Subscriber:
         self.partitions = partitions
         self.kinds = kinds
         self.cut = False
+        self.gone = False
         self.reason = ""
         self.missed = 0
         self.wakeup = anyio.Event()
@@ -183,14 +184,15 @@ class EventStream:
                         (b"content-type", b"text/event-stream"),
                         (b"cache-control", b"no-cache"),
                         (b"x-accel-buffering", b"no"),
+                        (b"connection", b"close"),  # a stream is the connection's whole life
                     ],
                 }
             )
             await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_disconnect, receive, tg.cancel_scope)
+                tg.start_soon(_watch_disconnect, receive, subscriber)
                 await self._pump(subscriber, send)
-                tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()  # the watcher (the pump is done)
         finally:
             self.hub.close(subscriber)
 
@@ -199,26 +201,44 @@ class EventStream:
         while True:
             with anyio.move_on_after(heartbeat):
                 await subscriber.wait()
-            chunks = []
-            buffer = subscriber.buffer
-            while buffer:
-                seq, event = buffer.popleft()
-                chunks.append(_sse(seq, _NAMES[type(event)], _encoder.encode(event)))
-            if chunks:
-                await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
-            elif not subscriber.cut:
+            # Read ``cut`` before draining: what was buffered before the cut is still delivered.
+            cut = subscriber.cut
+            chunk = _drain(subscriber)
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            elif not cut:
                 await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
-            if subscriber.cut:
-                cut = Cut(missed=subscriber.missed, reason=subscriber.reason)
-                await send({"type": "http.response.body", "body": _sse(None, "Cut", _encoder.encode(cut))})
+            if cut:
+                if subscriber.gone:
+                    return
+                last = _drain(subscriber) + _sse(
+                    None, "Cut", _encoder.encode(Cut(missed=subscriber.missed, reason=subscriber.reason))
+                )
+                await send({"type": "http.response.body", "body": last})
                 return
 
 
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+def _drain(subscriber: Subscriber) -> bytes:
+    """The subscriber's buffered events as SSE messages (the buffer is emptied)."""
+    buffer = subscriber.buffer
+    chunks = []
+    while buffer:
+        seq, event = buffer.popleft()
+        chunks.append(_sse(seq, _NAMES[type(event)], _encoder.encode(event)))
+    return b"".join(chunks)
+
+
+async def _watch_disconnect(receive: Receive, subscriber: Subscriber) -> None:
+    """End the stream when the client goes away.
+
+    It wakes the pump rather than cancelling it: the pump may be inside the server's own
+    send path (closing the connection), which must not be interrupted.
+    """
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            scope.cancel()
+            subscriber.gone = True
+            subscriber.end("the client went away")
             return
 
 

@@ -281,8 +281,9 @@ async def _serve_trio(
             await trio.aclose_forcefully(stream)
             return
         try:
-            guarded = _TrioDeadlineStream(stream, limits.write_timeout)
-            await TCPServer(wrapped, config, context, {}, guarded).run()  # type: ignore[arg-type]
+            with trio.CancelScope() as scope:
+                guarded = _TrioDeadlineStream(stream, limits.write_timeout, scope)
+                await TCPServer(wrapped, config, context, {}, guarded).run()  # type: ignore[arg-type]
         finally:
             connections.leave()
 
@@ -313,11 +314,14 @@ class _TrioDeadlineStream:
     """A trio stream whose writes must drain within the write deadline, else it is aborted.
 
     hypercorn shields its writes from cancellation; a deadline inside the shield still fires.
+    Giving up also cancels the connection's ``scope``: hypercorn's HTTP/1.1 protocol can wait
+    for ever for a response that will not be finished when pipelined requests are queued.
     """
 
-    def __init__(self, stream: Any, write_timeout: float) -> None:
+    def __init__(self, stream: Any, write_timeout: float, scope: Any) -> None:
         self._stream = stream
         self._write_timeout = write_timeout
+        self._scope = scope
         self.socket = stream.socket
 
     async def send_all(self, data: bytes) -> None:
@@ -327,6 +331,7 @@ class _TrioDeadlineStream:
             with trio.fail_after(self._write_timeout):
                 await self._stream.send_all(data)
         except trio.TooSlowError:
+            self._scope.cancel()
             await trio.aclose_forcefully(self._stream)
             msg = f"write not drained within {self._write_timeout:g} s: peer dropped"
             raise trio.BrokenResourceError(msg) from None
@@ -375,8 +380,9 @@ async def _serve_asyncio(
             writer.close()
             return
         try:
-            guarded = _AsyncioDeadlineWriter(writer, limits.write_timeout)
-            await TCPServer(wrapped, loop, config, context, {}, reader, guarded)  # type: ignore[arg-type]
+            with anyio.CancelScope() as scope:
+                guarded = _AsyncioDeadlineWriter(writer, limits.write_timeout, scope)
+                await TCPServer(wrapped, loop, config, context, {}, reader, guarded).run()  # type: ignore[arg-type]
         except asyncio.CancelledError:
             if not closing:  # cancelled by our own shutdown below: asyncio's server owns the task
                 raise
@@ -399,11 +405,17 @@ async def _serve_asyncio(
 
 class _AsyncioDeadlineWriter:
     """A StreamWriter whose ``drain`` must finish within the write deadline, else the transport
-    is aborted (a plain close would wait for ever to flush to a peer that never reads)."""
+    is aborted (a plain close would wait for ever to flush to a peer that never reads), and
+    the connection's ``scope`` is cancelled (see ``_TrioDeadlineStream``)."""
 
-    def __init__(self, writer: asyncio.StreamWriter, write_timeout: float) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, write_timeout: float, scope: anyio.CancelScope) -> None:
         self._writer = writer
         self._write_timeout = write_timeout
+        self._scope = scope
+
+    def _abort(self) -> None:
+        self._writer.transport.abort()
+        self._scope.cancel()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._writer.get_extra_info(name, default)
@@ -415,7 +427,7 @@ class _AsyncioDeadlineWriter:
         try:
             await asyncio.wait_for(self._writer.drain(), self._write_timeout)
         except TimeoutError:
-            self._writer.transport.abort()
+            self._abort()
             raise ConnectionResetError(errno.ETIMEDOUT, "write not drained: peer dropped") from None
 
     def write_eof(self) -> None:
@@ -423,7 +435,7 @@ class _AsyncioDeadlineWriter:
 
     def close(self) -> None:
         if self._writer.transport.get_write_buffer_size():
-            self._writer.transport.abort()  # unsent data to a stalled peer: do not wait for it
+            self._abort()  # unsent data to a stalled peer: do not wait for it
         else:
             self._writer.close()
 

@@ -176,7 +176,10 @@ class VpRoutes:
             raise RequestRejected(415, "UnsupportedMediaType", exc.detail) from None
         accept = request.headers.get("accept", "")
         out = "msgpack" if MSGPACK in accept else "json" if "json" in accept else fmt
-        actions, single = decode_actions(await request.body(), fmt)
+        try:
+            actions, single = decode_actions(await request.body(), fmt)
+        except ProtocolError as exc:
+            return error_response(exc, out)
         outcomes: list[Outcome] = []
         record = self.metrics.record
         clock = time.perf_counter_ns

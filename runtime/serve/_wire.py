@@ -96,7 +96,7 @@ _frames = msgspec.msgpack.Decoder(list[bytes])
 _json_encoder = msgspec.json.Encoder()
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _AT: Final = re.compile(r" - at `(?P<path>[^`]*)`$")
-_NAMED: Final = re.compile(r"^(?:\w+)\.(?P<field>\w+)(?:\[\])?[:=]|unknown field `(?P<unknown>[^`]+)`")
+_NAMED: Final = re.compile(r"\b[A-Z]\w*\.(?P<field>\w+)(?:\[\])?[:=]|unknown field `(?P<unknown>[^`]+)`")
 
 
 def format_of(content_type: str | None) -> Format:
