@@ -141,6 +141,9 @@ def _login(request: Request, plane: ControlPlane) -> Response:
 
     presented = request.query_params["token"].encode()
     if plane.token is None or not hmac.compare_digest(presented, plane.token):
+        from ._guard import logger
+
+        logger.warning("refused a dashboard login: wrong token")
         raise RequestRejected(401, "Unauthenticated", "missing or wrong token")
     response = Response(status_code=303, headers={"location": "./", **_NO_STORE})
     path = (request.scope.get("root_path") or "") + "/"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 from typing import TYPE_CHECKING, Final
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from ._metrics import Metrics
 
 __all__ = ("SESSION_COOKIE", "Guard", "Limits", "RequestRejected", "reply")
+
+logger = logging.getLogger("runtime.serve")
 
 #: The dashboard's cookie: an HMAC of the token (the token itself is never stored in it).
 SESSION_COOKIE: Final = "tdvsm_session"
@@ -152,6 +155,10 @@ class Guard:
             return
         limits = self.limits
         if route_path(scope) not in _OPEN_ROUTES and not self.authorized(scope) and not _login(scope):
+            # For the operator: who was refused. The path only: a query may carry a login token.
+            logger.warning(
+                "refused %s %s from %s: no valid token", scope["method"], scope["path"][:200], _peer(scope)
+            )
             body = ErrorBody(error="Unauthenticated", message="missing or wrong bearer token")
             await reply(send, 401, body, close=True, headers=[(b"www-authenticate", b"Bearer")])
             return
@@ -172,6 +179,11 @@ class Guard:
             return  # the response is incomplete: the server closes the connection
         finally:
             self.metrics.requests_in_flight -= 1
+
+
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "a local socket"
 
 
 def _login(scope: Scope) -> bool:

@@ -205,6 +205,7 @@ async def serve(
         msg = "serving over TCP needs an app with a token (create_app(runtime, token=...))"
         raise ValueError(msg)
     sock = bind_socket(address)
+    logger.info("listening on %s (at most %d connections)", address, limits.max_connections)
     try:
         backend = sniffio.current_async_library()
         if backend == "trio":

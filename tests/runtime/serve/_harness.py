@@ -18,7 +18,7 @@ from runtime.serve import Limits, create_app, serve
 from runtime.serve._server import Address
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from anyio.abc import ByteStream
     from starlette.applications import Starlette
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from runtime import Runtime
     from runtime.serve import ControlPlane
 
-__all__ = ("Served", "connect_raw", "read_until_closed", "request_bytes", "served")
+__all__ = ("Served", "connect_raw", "read_until_closed", "request_bytes", "served", "wait_until")
 
 #: A token of the length F6 asks for (it must never show up in a log or a reply).
 TOKEN = "t0ken-" + "x" * 40
@@ -60,7 +60,9 @@ async def served(
         os.chmod(directory, 0o700)
         async with open_runtime(**runtime) as rt, anyio.create_task_group() as tg:
             app = create_app(rt, token=token, limits=limits)
-            where = Address(host="127.0.0.1", port=0) if tcp else Address(path=os.path.join(directory, "c.sock"))
+            where = (
+                Address(host="127.0.0.1", port=0) if tcp else Address(path=os.path.join(directory, "c.sock"))
+            )
             address = await tg.start(serve, app, where)
             yield Served(rt, app, address)
             tg.cancel_scope.cancel()
@@ -94,3 +96,10 @@ def request_bytes(method: str, path: str, body: bytes = b"", headers: dict[str, 
     fields = {"content-length": str(len(body)), **(headers or {})}
     lines += [f"{k}: {v}" for k, v in fields.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    """Poll ``condition`` (a server-side gauge, say) until it holds; fail after ``seconds``."""
+    with anyio.fail_after(seconds):
+        while not condition():  # noqa: ASYNC110  # the gauges have no event to wait on
+            await anyio.sleep(0.005)

@@ -33,6 +33,7 @@ from tests.runtime.serve._harness import served
 from tests.scenarios._bringup import enter_vtl1
 
 LSTAR = Rdmsr(msr=Msr.LSTAR)
+VTL0 = Vtl.VTL0
 
 
 def _http(address: str) -> httpx.AsyncClient:
@@ -198,11 +199,15 @@ async def test_msgpack_round_trips_128_bit_values() -> None:
         await enter_vtl1(await s.runtime.create_partition(vp_count=1))
         value = (1 << 127) | 0xABC
         frames = [
-            encode(SetVpRegisters(registers=[RegisterAssoc(name=Reg.IDTR, value=value)], target_vtl=Vtl.VTL0)),
-            encode(GetVpRegisters(names=[Reg.IDTR], target_vtl=Vtl.VTL0)),
+            encode(
+                SetVpRegisters(registers=[RegisterAssoc(name=Reg.IDTR, value=value)], target_vtl=Vtl.VTL0)
+            ),
+            encode(GetVpRegisters(names=[Reg.IDTR], target_vtl=VTL0)),
         ]
         headers = {"content-type": "application/msgpack", "accept": "application/msgpack"}
-        reply = await http.post("/partitions/0/vps/0/execute", content=msgspec.msgpack.encode(frames), headers=headers)
+        reply = await http.post(
+            "/partitions/0/vps/0/execute", content=msgspec.msgpack.encode(frames), headers=headers
+        )
         assert reply.status_code == 200
         outcomes = [decode(frame) for frame in msgspec.msgpack.decode(reply.content)]
         assert outcomes[1] == HypercallResult(status=HvStatus.SUCCESS, reps_completed=1, values=[value])
@@ -247,7 +252,9 @@ async def test_openapi_lists_exactly_the_routes() -> None:
     async with served() as s, _http(s.address) as http:
         document = (await http.get("/openapi.json")).json()
         assert document == msgspec.json.decode(msgspec.json.encode(openapi_document()))
-        routes = {(route.path, method.lower()) for route in s.app.routes for method in route.methods - {"HEAD"}}
+        routes = {
+            (route.path, method.lower()) for route in s.app.routes for method in route.methods - {"HEAD"}
+        }
         documented = {(path, method) for path, item in document["paths"].items() for method in item}
         assert documented == routes
         schemas = document["components"]["schemas"]

@@ -9,23 +9,17 @@ from protocol import Rdmsr, Vtl, VtlCall, VtlReturn
 from protocol._x86 import Msr
 from runtime import CommitEvent, EngineEvent, VtlSwitchEvent
 from runtime.serve import Cut, Limits, connect
-from tests.runtime.serve._harness import connect_raw, read_until_closed, request_bytes, served
+from tests.runtime.serve._harness import connect_raw, read_until_closed, request_bytes, served, wait_until
 from tests.scenarios._bringup import enter_vtl1
 
 LSTAR = Rdmsr(msr=Msr.LSTAR)
-
-
-async def _wait_for(condition: object, seconds: float = 5) -> None:
-    with anyio.fail_after(seconds):
-        while not condition():  # type: ignore[operator]
-            await anyio.sleep(0.005)
 
 
 async def test_events_are_filtered_by_partition_and_type() -> None:
     async with served() as s, connect(s.address) as client:
         watched, other = [await s.runtime.create_partition(vp_count=1) for _ in range(2)]
         async with client.events(partitions=[watched.partition_id], types=["VtlSwitch"]) as events:
-            await _wait_for(lambda: s.plane.metrics.subscribers == 1)
+            await wait_until(lambda: s.plane.metrics.subscribers == 1)
             for part in (other, watched):
                 await enter_vtl1(part)
                 await part.vp(0).execute(VtlReturn(fast=True))
@@ -35,10 +29,14 @@ async def test_events_are_filtered_by_partition_and_type() -> None:
                 if len(received) == 2:
                     break
         assert received == [
-            VtlSwitchEvent(partition=watched.partition_id, vp=0, from_vtl=Vtl.VTL0, to_vtl=Vtl.VTL1, entry_reason=1),
-            VtlSwitchEvent(partition=watched.partition_id, vp=0, from_vtl=Vtl.VTL1, to_vtl=Vtl.VTL0, entry_reason=0),
+            VtlSwitchEvent(
+                partition=watched.partition_id, vp=0, from_vtl=Vtl.VTL0, to_vtl=Vtl.VTL1, entry_reason=1
+            ),
+            VtlSwitchEvent(
+                partition=watched.partition_id, vp=0, from_vtl=Vtl.VTL1, to_vtl=Vtl.VTL0, entry_reason=0
+            ),
         ]
-        await _wait_for(lambda: s.plane.metrics.subscribers == 0)
+        await wait_until(lambda: s.plane.metrics.subscribers == 0)
         assert s.runtime.statistics().listeners == 1  # only the metrics' own listener is left
 
 
@@ -49,13 +47,13 @@ async def test_commit_events_only_while_someone_wants_them() -> None:
         listeners = s.runtime._scheduler.listeners
         assert not listeners.commits
         async with client.events(types=["Commit"]) as events:
-            await _wait_for(lambda: s.plane.metrics.subscribers == 1)
+            await wait_until(lambda: s.plane.metrics.subscribers == 1)
             assert listeners.commits
             await vp.execute(LSTAR)
             await vp.execute(LSTAR)
             event = await anext(aiter(events))
             assert isinstance(event, CommitEvent)
-        await _wait_for(lambda: not listeners.commits)
+        await wait_until(lambda: not listeners.commits)
 
 
 async def _ping_pong(part: object, rounds: int) -> None:
@@ -75,15 +73,15 @@ async def test_a_subscriber_that_never_reads_is_cut_and_the_runtime_never_waits(
         await enter_vtl1(part)
         stream = await connect_raw(s.address)
         await stream.send(request_bytes("GET", "/events?type=VtlSwitch"))
-        await _wait_for(lambda: s.plane.metrics.subscribers == 1)
+        await wait_until(lambda: s.plane.metrics.subscribers == 1)
         with anyio.fail_after(20):  # 40,000 events: far more than the socket and the buffer hold
             await _ping_pong(part, 20_000)
             assert (await client.health()).status == "ok"
         metrics = s.plane.metrics
         assert metrics.events_dropped > 0
-        await _wait_for(lambda: metrics.subscribers == 0, 0.5 + 1)
+        await wait_until(lambda: metrics.subscribers == 0, 0.5 + 1)
         assert metrics.subscribers_cut == 1
-        await _wait_for(lambda: metrics.connections == 1, 0.5 + 1)  # only the client's pool is left
+        await wait_until(lambda: metrics.connections == 1, 0.5 + 1)  # only the client's pool is left
         await stream.aclose()
 
 
@@ -97,14 +95,14 @@ async def test_a_slow_reader_gets_every_event_it_can_then_a_cut_saying_how_many_
         stream = await connect_raw(s.address)
         async with stream:
             await stream.send(request_bytes("GET", f"/events?type=VtlSwitch&partition={part.partition_id}"))
-            await _wait_for(lambda: s.plane.metrics.subscribers == 1)
+            await wait_until(lambda: s.plane.metrics.subscribers == 1)
             unsubscribe = s.runtime.subscribe(produced.append, commits=False)
             await _ping_pong(part, 10_000)  # not reading meanwhile
             unsubscribe()
             with anyio.fail_after(10):
                 data = await read_until_closed(stream, limit=1 << 26)
         body = data.split(b"\r\n\r\n", 1)[1]
-        messages = [m for m in _sse_messages(body)]
+        messages = _sse_messages(body)
         delivered = [m for m in messages if m[0] == "VtlSwitch"]
         cut = msgspec.json.decode(messages[-1][1], type=Cut)
         assert messages[-1][0] == "Cut"
@@ -120,7 +118,9 @@ def _sse_messages(body: bytes) -> list[tuple[str, bytes, int]]:
     text = _unchunk(body)
     out = []
     for block in text.split(b"\n\n"):
-        fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line and line[:1] != b":")
+        fields = dict(
+            line.split(b": ", 1) for line in block.split(b"\n") if b": " in line and line[:1] != b":"
+        )
         if b"event" in fields:
             out.append((fields[b"event"].decode(), fields[b"data"], int(fields.get(b"id", b"-1"))))
     return out
@@ -141,7 +141,7 @@ def _unchunk(body: bytes) -> bytes:
 async def test_shutdown_ends_every_stream_with_a_cut() -> None:
     async with served() as s, connect(s.address) as client:
         async with client.events() as events:
-            await _wait_for(lambda: s.plane.metrics.subscribers == 1)
+            await wait_until(lambda: s.plane.metrics.subscribers == 1)
             s.plane.hub.end_all("the server is shutting down")
             received = [event async for event in events]
         assert received == [Cut(missed=0, reason="the server is shutting down")]

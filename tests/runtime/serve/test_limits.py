@@ -17,7 +17,7 @@ import pytest
 from protocol import MAX_FRAME
 from runtime import Busy
 from runtime.serve import Limits, connect
-from tests.runtime.serve._harness import connect_raw, read_until_closed, request_bytes, served
+from tests.runtime.serve._harness import connect_raw, read_until_closed, request_bytes, served, wait_until
 
 EXECUTE: Final = "/partitions/0/vps/0/execute"
 
@@ -119,7 +119,9 @@ async def test_a_request_head_over_the_header_cap_is_431() -> None:
     """The server buffers at most 16 KiB of an incomplete head (h11's cap; hypercorn reads 64 KiB
     at a time, so a head that arrives whole in one read may be up to that)."""
     async with served() as s:
-        response = await _exchange(s.address, request_bytes("GET", "/healthz", headers={"x-big": "a" * 100_000}))
+        response = await _exchange(
+            s.address, request_bytes("GET", "/healthz", headers={"x-big": "a" * 100_000})
+        )
         assert _status(response) == 431
 
 
@@ -142,9 +144,7 @@ async def test_a_stalled_body_is_cut_at_the_body_deadline() -> None:
 async def test_the_connection_limit_refuses_with_a_typed_503() -> None:
     async with served(limits=Limits(max_connections=8, header_timeout=1.0)) as s:
         streams = [await connect_raw(s.address) for _ in range(8)]
-        with anyio.fail_after(5):
-            while s.plane.metrics.connections < 8:
-                await anyio.sleep(0.01)
+        await wait_until(lambda: s.plane.metrics.connections == 8)
         response = await _exchange(s.address, request_bytes("GET", "/healthz"))
         assert _status(response) == 503
         assert _body(response)["error"] == "TooManyConnections"
@@ -152,9 +152,7 @@ async def test_the_connection_limit_refuses_with_a_typed_503() -> None:
             with pytest.raises(Busy, match="connection limit of 8"):
                 await client.health()
         await streams.pop().aclose()
-        with anyio.fail_after(5):
-            while s.plane.metrics.connections >= 8:
-                await anyio.sleep(0.01)
+        await wait_until(lambda: s.plane.metrics.connections < 8)
         async with connect(s.address) as client:
             assert (await client.health()).status == "ok"
         assert s.plane.metrics.connections_refused >= 2
@@ -183,9 +181,9 @@ async def test_a_thousand_slow_clients_are_all_gone_within_the_header_deadline()
                     tg.start_soon(slow_client)
         assert len(ended) == 1000
         assert max(ended) <= 1.0 + 1
-        with anyio.fail_after(2):  # the server's side of the closed connections is gone too
-            while s.plane.metrics.connections:
-                await anyio.sleep(0.01)
+        await wait_until(
+            lambda: not (s.plane.metrics.connections), 2
+        )  # the server's side of the closed connections is gone too
         async with connect(s.address) as client:
             assert (await client.health()).status == "ok"
 
@@ -200,7 +198,7 @@ async def test_a_client_that_never_reads_is_dropped_at_the_write_deadline() -> N
         await stream.send(request_bytes("GET", "/openapi.json") * 400)
         async with connect(s.address) as client:  # another client is served meanwhile
             assert (await client.health()).status == "ok"
-        with anyio.fail_after(0.5 + 1 + 2):  # the deadline + 1 s, after filling the socket
-            while s.plane.metrics.connections > 0:
-                await anyio.sleep(0.02)
+        await wait_until(
+            lambda: not (s.plane.metrics.connections > 0), 0.5 + 1 + 2
+        )  # the deadline + 1 s, after filling the socket
         await stream.aclose()
