@@ -73,7 +73,7 @@ class Pipeline:
         self._in_flight: deque[Pending] = deque()
         self._room = anyio.Semaphore(depth)
         self._send_lock = anyio.Lock()
-        self._lost: ConnectionLost | None = None
+        self._lost: Exception | None = None
 
     @classmethod
     @asynccontextmanager
@@ -134,7 +134,7 @@ class Pipeline:
             self._lost = ConnectionLost(why)
         self._fail_all(self._lost)
 
-    def _fail_all(self, error: ConnectionLost) -> None:
+    def _fail_all(self, error: Exception) -> None:
         while self._in_flight:
             self._in_flight.popleft()._settle(None, error)
             self._room.release()
@@ -149,12 +149,12 @@ class Pipeline:
                 reader.send(h11.Request(method="POST", target="/", headers=[(b"host", self._host)]))
                 reader.send(h11.EndOfMessage())
                 status, body = await self._read_one(reader)
-                if not self._in_flight:  # unasked: the server refused the connection (503)
+                if not self._in_flight:  # unasked: the server refused the connection (a typed 503)
                     try:
                         raise_for(status, body)
                     except Exception as exc:
-                        self._lost = ConnectionLost(f"connection refused: {exc}")
-                    self._lose("connection refused by the server")
+                        self._lost = exc
+                    self._lose("the server sent a reply nobody asked for")
                     return
                 pending = self._in_flight.popleft()
                 self._room.release()
@@ -164,7 +164,13 @@ class Pipeline:
                 except Exception as exc:  # the batch's typed error
                     pending._settle(None, exc)
                 reader.start_next_cycle()
-        except (OSError, anyio.BrokenResourceError, anyio.EndOfStream, h11.ProtocolError) as exc:
+        except (
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            h11.ProtocolError,
+        ) as exc:
             self._lose(f"connection lost: {describe(exc)}")
 
     async def _read_one(self, reader: h11.Connection) -> tuple[int, bytes]:

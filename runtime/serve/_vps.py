@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -62,6 +63,8 @@ def _typed(
             return await handler(self, request)
         except RequestRejected:
             raise
+        except ClientDisconnect:  # the body never came: nobody is left to answer
+            raise RequestRejected(400, "ProtocolError", "the client closed before sending its body") from None
         except Exception as exc:
             if error_type(exc) is None:
                 raise  # a bug of the server: a 500, and the traceback goes to the log
