@@ -28,6 +28,7 @@ __all__ = (
     "VtlSwitchEvent",
     "marks",
     "report",
+    "switch_marks",
 )
 
 
@@ -147,6 +148,11 @@ def marks(st: Any) -> tuple[Any, ...]:
     return (st.active_vtl, vtl1.sint0_message, vtl0.commits, vtl0.vmcs_writes, vtl1.commits, vtl1.vmcs_writes)
 
 
+def switch_marks(st: Any) -> tuple[Any, ...]:
+    """``marks`` without the counters: what ``report`` needs when no listener wants commits."""
+    return st.active_vtl, st.vtls[1].sint0_message
+
+
 def report(listeners: Listeners, partition: int, st: Any, before: tuple[Any, ...]) -> None:
     """Emit the events that turned VP state ``st``'s ``marks`` from ``before`` into their values now."""
     emit = listeners.emit
@@ -154,7 +160,7 @@ def report(listeners: Listeners, partition: int, st: Any, before: tuple[Any, ...
         return
     vp = st.index
     old_vtl, message, *counters = before
-    if listeners.commits:
+    if counters:  # ``marks``, not ``switch_marks``
         for state, commits, vmcs_writes in zip(st.vtls, counters[0::2], counters[1::2], strict=True):
             if state.commits != commits:
                 emit(

@@ -289,14 +289,6 @@ class Partition:
         """True once ``stop`` was called (or the runtime closed)."""
         return self._cells.stopped
 
-    @property
-    def failure(self) -> str | None:
-        """Why a fatal condition ended this partition (the first failed VP's reason), or None."""
-        for cell in self._cells.cells:
-            if cell.actor.state.failure is not None:
-                return cell.actor.state.failure
-        return None
-
     def vp(self, index: int) -> Vp:
         """A handle on VP ``index``."""
         if type(index) is not int or not 0 <= index < self.vp_count:

@@ -39,13 +39,12 @@ import msgspec
 from actors import FAULTS, ActorCrashed, PartitionFailed, check_vp_invariants
 
 from ._cells import PartitionCells, VpCell
-from ._events import FailureEvent, Listeners, marks, report
+from ._events import FailureEvent, Listeners, marks, report, switch_marks
 from ._journal import (
     J_COMMIT,
     J_CONTROLS,
     J_DELIVER,
     J_RESUME,
-    J_VIEW,
     JOURNAL_LIMIT,
     checkpoint,
     is_refusal,
@@ -372,9 +371,10 @@ class BatchingScheduler:
     def _step_vp_observed(self, cell: VpCell) -> None:
         """The VP's step (hooked or not), then tell the listeners what it changed on the VP."""
         st = cell.actor.state
-        before = marks(st)
+        pick = marks if self.listeners.commits else switch_marks
+        before = pick(st)
         self._inner_step(cell)
-        if marks(st) != before:
+        if pick(st) != before:
             report(self.listeners, cell.partition.partition_id, st, before)
 
     def _after_step(self, cell: VpCell) -> None:
@@ -695,7 +695,7 @@ class BatchingScheduler:
                     or cell.restarting
                 ):
                     continue  # a half-done hypercall or a restart re-arms the window when done
-                if self.listeners.emit is not None:
+                if self.listeners.commits:
                     self.commit_vp(cell)  # with its events
                     self.window_commits += 1
                     continue
@@ -723,17 +723,11 @@ class BatchingScheduler:
         journal.append(J_COMMIT)
         journal.append(None)
         st = cell.actor.state
-        before = marks(st) if self.listeners.emit is not None else None
-        try:
-            st.commit_all()
-            if self.check_invariants:
-                check_vp_invariants(st)
-        except Exception as exc:
-            self._failed(cell, None, exc)
-            return False
-        if before is not None:
+        pick = marks if self.listeners.commits else switch_marks
+        before = pick(st)
+        self._inner_step(cell)
+        if pick(st) != before:
             report(self.listeners, cell.partition.partition_id, st, before)
-        return True
 
     # ---- shutdown ----------------------------------------------------------------------------------
 
@@ -775,17 +769,11 @@ class BatchingScheduler:
         partition.operations.clear()
         partition.requests.clear()
 
-
-def _note_view(cell: VpCell, view: Any) -> None:
-    """Journal that ``cell``'s next inputs see ``view`` (consecutive views collapse: bounded)."""
-    journal = cell.journal
-    if not journal:
-        cell.base_view = view
-    elif journal[-2] == J_VIEW:
-        journal[-1] = view
-    else:
-        journal.append(J_VIEW)
-        journal.append(view)
+        pick = marks if self.listeners.commits else switch_marks
+        before = pick(st)
+        self._inner_step(cell)
+        if pick(st) != before:
+            report(self.listeners, cell.partition.partition_id, st, before)
 
 
 def _loop_clock() -> Callable[[], float]:

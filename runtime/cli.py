@@ -28,7 +28,9 @@ __all__ = ("main",)
 
 def _bench_extra() -> Mapping[str, Runner]:
     """Bench figures of the rooms ``lab`` may not import (each room adds its own here)."""
-    figures: dict[str, Runner] = {}
+    from .serve.bench import measure_p5
+
+    figures: dict[str, Runner] = {"P5": measure_p5}
     try:
         from .cluster.bench import measure_p6
     except ImportError as exc:  # the ``ray`` extra is not installed: P6 says so

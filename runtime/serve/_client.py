@@ -66,6 +66,23 @@ def raise_for(status: int, content: bytes) -> None:
     raise exc
 
 
+class _Body(httpx.AsyncByteStream):
+    """A request body whose iterator is a plain object: httpx's own is an async generator,
+    which trio reports when a cancelled request leaves it suspended (encode/httpx#3686)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Body:  # an iterator, not an async generator
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+
 class Client:
     """A connection pool to one control plane (made by ``connect``)."""
 
@@ -80,8 +97,12 @@ class Client:
 
     async def request(self, method: str, path: str, *, content: bytes | None = None, **params: Any) -> bytes:
         """One request; returns the body of a 2xx reply, raises the typed error otherwise."""
+        request = self._http.build_request(method, path, params=params or None)
+        if content is not None:
+            request.stream = _Body(content)
+            request.headers["content-length"] = str(len(content))
         try:
-            reply = await self._http.request(method, path, content=content, params=params or None)
+            reply = await self._http.send(request)
         except httpx.TimeoutException as exc:
             msg = f"{self.address}: no reply to {method} {path} in time ({type(exc).__name__})"
             raise ConnectionLost(msg) from exc
