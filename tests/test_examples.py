@@ -16,6 +16,8 @@ EXPECTED = {
     "seed_scenario.py": "VTL0 runs in long mode: EFER.LMA derived = 1",
     "vsm_boot.py": "VSM boot complete: VTL1 enabled on VP 0 and VP 1, both back in VTL0",
     "seed_intercept.py": "VTL0 resumed in long mode after the intercepted MOV CR0: EFER.LMA derived = 1",
+    "asyncio_control_plane.py": "service stopped: its route and the mounted control plane shared one runtime",
+    "remote_control_plane.py": "remote control plane: VSM up via tdvsm serve, events, pipeline, metrics",
 }
 
 

@@ -86,9 +86,10 @@ class _Body(httpx.AsyncByteStream):
 class Client:
     """A connection pool to one control plane (made by ``connect``)."""
 
-    def __init__(self, http: httpx.AsyncClient, address: str, token: str | None) -> None:
+    def __init__(self, http: httpx.AsyncClient, address: str, token: str | None, mount: str = "") -> None:
         self._http = http
         self.address = address
+        self.mount = mount
         self._where = parse_address(address)
         self._token = token
 
@@ -171,7 +172,7 @@ class Client:
             query["partition"] = ",".join(str(p) for p in partitions)
         if types is not None:
             query["type"] = ",".join(types)
-        target = "/events" + ("?" + urlencode(query) if query else "")
+        target = self.mount + "/events" + ("?" + urlencode(query) if query else "")
         headers = [(b"host", b"tdvsm"), (b"accept", b"text/event-stream")]
         if self._token is not None:
             headers.append((b"authorization", b"Bearer " + self._token.encode()))
@@ -183,7 +184,7 @@ class Client:
     @asynccontextmanager
     async def pipeline(self, *, depth: int = 4) -> AsyncIterator[Pipeline]:
         """A connection of its own on which up to ``depth`` batches are in flight, run in order."""
-        async with Pipeline.open(self.address, self._token, depth=depth) as pipe:
+        async with Pipeline.open(self.address, self._token, depth=depth, mount=self.mount) as pipe:
             yield pipe
 
 
@@ -287,17 +288,21 @@ def _vtl(vtl: object) -> str:
 
 @asynccontextmanager
 async def connect(
-    address: str, *, token: str | None = None, reply_timeout: float = 30.0
+    address: str, *, token: str | None = None, mount: str = "", reply_timeout: float = 30.0
 ) -> AsyncIterator[Client]:
     """A client of the control plane at ``address`` (``unix:PATH`` or ``http://HOST:PORT``).
 
-    ``reply_timeout`` bounds each request (a batch of many actions needs more than one).
+    ``mount`` is the path where a host mounted the app (``"/tdvsm"``); ``reply_timeout``
+    bounds each request (a batch of many actions needs more than one second).
 
     Raises:
         ValueError: a malformed address.
         ConnectionLost: (on first use) nobody answers there.
     """
     where = parse_address(address)
+    if mount and (not mount.startswith("/") or mount.endswith("/")):
+        msg = f"mount must be a path like /tdvsm (no trailing slash), got {mount!r}"
+        raise ValueError(msg)
     headers = {"accept": JSON, "content-type": JSON}
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
@@ -305,9 +310,9 @@ async def connect(
     # request never goes out on a connection the server is closing.
     pool = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=1.0)
     transport = httpx.AsyncHTTPTransport(uds=where.path, limits=pool, retries=1)
-    base = _HOST if where.is_unix else str(where)
+    base = (_HOST if where.is_unix else str(where)) + mount
     async with httpx.AsyncClient(
         transport=transport, base_url=base, headers=headers, timeout=reply_timeout
     ) as http:
-        yield Client(http, address, token)
+        yield Client(http, address, token, mount)
     await anyio.lowlevel.checkpoint()

@@ -64,9 +64,10 @@ class Pending:
 class Pipeline:
     """One pipelined connection (``Client.pipeline``)."""
 
-    def __init__(self, stream: ByteStream, host: bytes, token: str | None, depth: int) -> None:
+    def __init__(self, stream: ByteStream, host: bytes, token: str | None, depth: int, mount: str) -> None:
         self._stream = stream
         self._host = host
+        self._mount = mount
         self._headers = [(b"host", host), (b"content-type", JSON.encode()), (b"accept", JSON.encode())]
         if token is not None:
             self._headers.append((b"authorization", b"Bearer " + token.encode()))
@@ -77,7 +78,9 @@ class Pipeline:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, address: str, token: str | None, *, depth: int) -> AsyncIterator[Pipeline]:
+    async def open(
+        cls, address: str, token: str | None, *, depth: int, mount: str = ""
+    ) -> AsyncIterator[Pipeline]:
         """Connect and run the reply reader until the block ends."""
         if type(depth) is not int or depth < 1:
             msg = f"pipeline depth must be a positive int, got {depth!r}"
@@ -94,7 +97,7 @@ class Pipeline:
             msg = f"{address}: cannot connect: {exc}"
             raise ConnectionLost(msg) from exc
         host = b"tdvsm" if where.path is not None else f"{where.host}:{where.port}".encode()
-        pipe = cls(stream, host, token, depth)
+        pipe = cls(stream, host, token, depth, mount)
         async with stream, anyio.create_task_group() as tg:
             tg.start_soon(pipe._read_replies)
             try:
@@ -114,7 +117,9 @@ class Pipeline:
         body = encode_json(list(actions))
         writer = h11.Connection(h11.CLIENT)  # frames this one request
         headers = [*self._headers, (b"content-length", str(len(body)).encode())]
-        data = writer.send(h11.Request(method="POST", target=vp.path + "/execute", headers=headers))
+        data = writer.send(
+            h11.Request(method="POST", target=self._mount + vp.path + "/execute", headers=headers)
+        )
         data = (
             (data or b"")
             + (writer.send(h11.Data(data=body)) or b"")
