@@ -21,9 +21,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .._events import FailureEvent, InterceptEvent
+from ._errors import error_type
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from prometheus_client.metrics_core import Metric
 
@@ -122,14 +123,23 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
-    def record(self, action: str, outcome: str, ns: int) -> None:
-        """Count one action executed through the app: its type, outcome type and latency."""
-        key = (action, outcome)
-        self.actions[key] = self.actions.get(key, 0) + 1
-        histogram = self.latency.get(action)
-        if histogram is None:
-            histogram = self.latency[action] = LatencyHistogram()
-        histogram.record(ns)
+    def record(self, actions: Sequence[object], outcomes: Sequence[object], latencies: Sequence[int]) -> None:
+        """Count the actions of one request: type, outcome (or error) type and latency of each.
+
+        ``outcomes`` and ``latencies`` may be shorter than ``actions`` (a batch that stopped).
+        """
+        counts, histograms = self.actions, self.latency
+        for action, outcome, ns in zip(actions, outcomes, latencies, strict=False):
+            name = type(action).__name__
+            if isinstance(outcome, BaseException):
+                key = (name, error_type(outcome) or "InternalError")
+            else:
+                key = (name, type(outcome).__name__)
+            counts[key] = counts.get(key, 0) + 1
+            histogram = histograms.get(name)
+            if histogram is None:
+                histogram = histograms[name] = LatencyHistogram()
+            histogram.record(ns)
 
     def on_event(self, event: EngineEvent) -> None:
         """The runtime listener (attached without commit events)."""

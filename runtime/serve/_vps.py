@@ -20,11 +20,13 @@ from starlette.routing import Route
 from protocol import HvRegisterName as Reg, ProtocolError, ProtocolErrorCode, Vtl
 
 from ._errors import error_type
-from ._guard import RequestRejected
+from ._guard import RequestRejected, header
 from ._metrics import partition_state
 from ._replies import error_response, json_response
 from ._wire import (
+    JSON,
     MSGPACK,
+    Format,
     PartitionDetail,
     PartitionInfo,
     PartitionList,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
 
     from protocol import Outcome
 
@@ -71,6 +74,28 @@ def _typed(
             return error_response(exc)
 
     return wrapper
+
+
+class _Asgi:
+    """Makes Starlette call a bound method as a raw ASGI app (it wraps functions and methods)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def _body(receive: Receive) -> bytes:
+    """The whole request body (the guard in front caps its size and bounds its time)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestRejected(400, "ProtocolError", "the client closed before sending its body")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _number(text: str, what: str) -> int:
@@ -123,7 +148,7 @@ class VpRoutes:
             Route("/partitions", self.partitions, methods=["GET", "POST"]),
             Route("/partitions/{id}", self.partition, methods=["GET", "DELETE"]),
             Route(base, self.vp_statistics, methods=["GET"]),
-            Route(base + "/execute", self.execute, methods=["POST"]),
+            Route(base + "/execute", _Asgi(self.execute), methods=["POST"]),
             Route(base + "/tdx-state/{vtl}", self.tdx_state, methods=["GET"]),
             Route(base + "/registers/{vtl}", self.registers, methods=["GET"]),
             Route(base + "/sint0-message/{vtl}", self.sint0_message, methods=["GET"]),
@@ -170,38 +195,50 @@ class VpRoutes:
     async def vp_statistics(self, request: Request) -> Response:
         return json_response(self._vp(request).statistics())
 
-    @_typed
-    async def execute(self, request: Request) -> Response:
-        vp = self._vp(request)
+    async def execute(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST .../execute``: a raw ASGI endpoint, the hot path (no Request/Response wrappers)."""
         try:
-            fmt = format_of(request.headers.get("content-type"))
+            response = await self._execute(scope, receive)
+        except RequestRejected:
+            raise
+        except Exception as exc:
+            if error_type(exc) is None:
+                raise
+            response = error_response(exc)
+        await response(scope, receive, send)
+
+    async def _execute(self, scope: Scope, receive: Receive) -> Response:
+        params = scope["path_params"]
+        vp = self.runtime.partition(_number(params["id"], "id")).vp(_number(params["index"], "index"))
+        try:
+            fmt = format_of(header(scope, b"content-type"))
         except ProtocolError as exc:
             raise RequestRejected(415, "UnsupportedMediaType", exc.detail) from None
-        accept = request.headers.get("accept", "")
-        out = "msgpack" if MSGPACK in accept else "json" if "json" in accept else fmt
+        accept = header(scope, b"accept") or ""
+        out: Format = "msgpack" if MSGPACK in accept else "json" if "json" in accept else fmt
         try:
-            actions, single = decode_actions(await request.body(), fmt)
+            actions, single = decode_actions(await _body(receive), fmt)
         except ProtocolError as exc:
             return error_response(exc, out)
         outcomes: list[Outcome] = []
-        record = self.metrics.record
-        clock = time.perf_counter_ns
+        latencies: list[int] = []
+        execute, clock, done, timed = vp.execute, time.perf_counter_ns, outcomes.append, latencies.append
         for index, action in enumerate(actions):
-            name = type(action).__name__
             start = clock()
             try:
-                outcome = await vp.execute(action)
+                outcome = await execute(action)
             except Exception as exc:
-                kind = error_type(exc)
-                if kind is None:
+                if error_type(exc) is None:
                     raise
-                record(name, kind, clock() - start)
+                timed(clock() - start)
+                self.metrics.record(actions, [*outcomes, exc], latencies)
                 if single:
                     return error_response(exc, out)
                 return error_response(exc, out, index=index, outcomes=outcomes)
-            record(name, type(outcome).__name__, clock() - start)
-            outcomes.append(outcome)
-        media = MSGPACK if out == "msgpack" else "application/json"
+            timed(clock() - start)
+            done(outcome)
+        self.metrics.record(actions, outcomes, latencies)  # once per request, not per action
+        media = MSGPACK if out == "msgpack" else JSON
         return Response(encode_outcomes(outcomes, single, out), media_type=media)
 
     @_typed
