@@ -45,6 +45,7 @@ from ._journal import (
     J_CONTROLS,
     J_DELIVER,
     J_RESUME,
+    J_VIEW,
     JOURNAL_LIMIT,
     checkpoint,
     is_refusal,
@@ -723,11 +724,17 @@ class BatchingScheduler:
         journal.append(J_COMMIT)
         journal.append(None)
         st = cell.actor.state
-        pick = marks if self.listeners.commits else switch_marks
-        before = pick(st)
-        self._inner_step(cell)
-        if pick(st) != before:
+        before = marks(st) if self.listeners.commits else None
+        try:
+            st.commit_all()
+            if self.check_invariants:
+                check_vp_invariants(st)
+        except Exception as exc:
+            self._failed(cell, None, exc)
+            return False
+        if before is not None:
             report(self.listeners, cell.partition.partition_id, st, before)
+        return True
 
     # ---- shutdown ----------------------------------------------------------------------------------
 
@@ -769,11 +776,17 @@ class BatchingScheduler:
         partition.operations.clear()
         partition.requests.clear()
 
-        pick = marks if self.listeners.commits else switch_marks
-        before = pick(st)
-        self._inner_step(cell)
-        if pick(st) != before:
-            report(self.listeners, cell.partition.partition_id, st, before)
+
+def _note_view(cell: VpCell, view: Any) -> None:
+    """Journal that ``cell``'s next inputs see ``view`` (consecutive views collapse: bounded)."""
+    journal = cell.journal
+    if not journal:
+        cell.base_view = view
+    elif journal[-2] == J_VIEW:
+        journal[-1] = view
+    else:
+        journal.append(J_VIEW)
+        journal.append(view)
 
 
 def _loop_clock() -> Callable[[], float]:

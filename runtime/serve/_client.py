@@ -22,11 +22,11 @@ from actors import PartitionConfig, TdxL2State, VpStatistics, VtlControl
 from protocol import HvRegisterName as Reg, InterceptMessage, Outcome, Vtl
 
 from .._host import PartitionStatistics, RuntimeStatistics
-from ._errors import ConnectionLost, describe, exception_for
+from ._errors import ConnectionLost, describe, raise_for
 from ._pipeline import Pipeline
 from ._server import parse_address
 from ._sse import EventReader, open_event_stream
-from ._wire import JSON, ErrorBody, Health, PartitionDetail, PartitionInfo, PartitionList, encode_json
+from ._wire import JSON, Health, PartitionDetail, PartitionInfo, PartitionList, encode_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Sequence
@@ -37,7 +37,6 @@ __all__ = ("Client", "RemotePartition", "RemoteVp", "connect", "raise_for")
 
 T = TypeVar("T")
 _HOST: Final = "http://tdvsm"
-_error = msgspec.json.Decoder(ErrorBody)
 _outcome: msgspec.json.Decoder[Outcome] = msgspec.json.Decoder(Outcome)
 _outcomes: msgspec.json.Decoder[list[Outcome]] = msgspec.json.Decoder(list[Outcome])
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
@@ -49,21 +48,6 @@ def _decode(data: bytes, kind: type[T] | Any) -> T:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     value: T = decoder.decode(data)
     return value
-
-
-def raise_for(status: int, content: bytes) -> None:
-    """Raise the in-process exception an error reply stands for (nothing for a 2xx)."""
-    if status < 400:
-        return
-    try:
-        body = _error.decode(content)
-    except msgspec.MsgspecError:
-        body = ErrorBody(error="RemoteError", message=content[:200].decode("utf-8", "replace"))
-    exc = exception_for(status, body.error, body.message)
-    if body.index is not None:
-        exc.index = body.index  # type: ignore[attr-defined]
-        exc.outcomes = list(body.outcomes or [])  # type: ignore[attr-defined]
-    raise exc
 
 
 class _Body(httpx.AsyncByteStream):

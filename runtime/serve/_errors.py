@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Final
 
 import anyio
+import msgspec
 
 from actors import Busy, InternalError, PartitionFailed, UnsupportedAction, VpFailed, VpNotRunning
 from protocol import ProtocolError, ProtocolErrorCode, SimulationError
+
+from ._wire import ErrorBody
 
 __all__ = (
     "STATUS",
@@ -24,6 +27,7 @@ __all__ = (
     "error_type",
     "exception_for",
     "message_of",
+    "raise_for",
 )
 
 
@@ -88,6 +92,9 @@ _TYPES: Final[tuple[tuple[type[BaseException], str], ...]] = (
 )
 
 
+_error_body = msgspec.json.Decoder(ErrorBody)
+
+
 def error_type(exc: BaseException) -> str | None:
     """The wire type of ``exc``, or None for an exception that is a bug of the server."""
     for cls, name in _TYPES:
@@ -132,3 +139,18 @@ def exception_for(status: int, error: str, message: str) -> Exception:
             return ProtocolError(known[code], detail)
         return ProtocolError(ProtocolErrorCode.VALIDATION, message)
     return RemoteError(status, error, message)
+
+
+def raise_for(status: int, content: bytes) -> None:
+    """Raise the in-process exception an error reply stands for (nothing for a 2xx)."""
+    if status < 400:
+        return
+    try:
+        body = _error_body.decode(content)
+    except msgspec.MsgspecError:
+        body = ErrorBody(error="RemoteError", message=content[:200].decode("utf-8", "replace"))
+    exc = exception_for(status, body.error, body.message)
+    if body.index is not None:
+        exc.index = body.index  # type: ignore[attr-defined]
+        exc.outcomes = list(body.outcomes or [])  # type: ignore[attr-defined]
+    raise exc

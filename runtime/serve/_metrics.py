@@ -88,6 +88,7 @@ class Totals(msgspec.Struct, frozen=True, kw_only=True):
     vps: int
     vp_actions: int
     commits: int
+    vmcs_reads: int
     vmcs_writes: int
     vtl_switches: int
     mailbox_depth: int
@@ -96,7 +97,7 @@ class Totals(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def partition_state(partition: Partition) -> str:
-    """``"stopped"``, ``"failed"`` (a VP hit a fatal condition) or ``"running"``."""
+    """``"stopped"``, ``"failed"`` (a fatal condition ended it, DOMAIN 7.2) or ``"running"``."""
     if partition.stopped:
         return "stopped"
     if partition.failure is not None:
@@ -152,7 +153,7 @@ class Metrics:
     def totals(self) -> Totals:
         """Sum the runtime's counters (one pass over every partition and VP)."""
         states = {"running": 0, "failed": 0, "stopped": 0}
-        vps = actions = commits = writes = switches = depth = depth_max = high_water = 0
+        vps = actions = commits = reads = writes = switches = depth = depth_max = high_water = 0
         for partition in self.runtime.partitions:
             states[partition_state(partition)] += 1
             stats = partition.statistics()
@@ -163,6 +164,7 @@ class Metrics:
             for vp in stats.vps:
                 actions += vp.actions
                 commits += vp.commits
+                reads += vp.vmcs_reads
                 writes += vp.vmcs_writes
                 switches += vp.vtl_switches
         return Totals(
@@ -170,6 +172,7 @@ class Metrics:
             vps=vps,
             vp_actions=actions,
             commits=commits,
+            vmcs_reads=reads,
             vmcs_writes=writes,
             vtl_switches=switches,
             mailbox_depth=depth,
@@ -229,10 +232,11 @@ class _Collector:
         counters = (
             ("tdvsm_vp_actions", "Guest actions run by every VP of the runtime", t.vp_actions),
             ("tdvsm_commits", "Commits of staged register updates", t.commits),
-            ("tdvsm_vmcs_writes", "Modelled TDG.VP.WR calls (VMCS field writes)", t.vmcs_writes),
+            ("tdvsm_vmcs_reads", "Modelled TDG.VP.RD calls (DOMAIN 7.1)", t.vmcs_reads),
+            ("tdvsm_vmcs_writes", "Modelled TDG.VP.WR calls (DOMAIN 7.1)", t.vmcs_writes),
             ("tdvsm_vtl_switches", "VTL calls and returns", t.vtl_switches),
             ("tdvsm_intercepts", "Secure intercepts delivered to VTL1 since the app started", m.intercepts),
-            ("tdvsm_failures", "VPs ended by a fatal condition since the app started", m.failures),
+            ("tdvsm_failures", "Partitions ended by a fatal condition since the app started", m.failures),
             (
                 "tdvsm_connections_refused",
                 "Connections refused at the connection limit",

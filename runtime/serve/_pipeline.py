@@ -20,7 +20,7 @@ import msgspec
 
 from protocol import Outcome
 
-from ._errors import ConnectionLost, describe
+from ._errors import ConnectionLost, describe, raise_for
 from ._server import parse_address
 from ._wire import JSON, encode_json
 
@@ -145,8 +145,6 @@ class Pipeline:
             self._room.release()
 
     async def _read_replies(self) -> None:
-        from ._client import raise_for
-
         reader = h11.Connection(h11.CLIENT)
         try:
             while True:

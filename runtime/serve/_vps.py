@@ -285,6 +285,7 @@ class VpRoutes:
                     "vtl1_vps": sum(1 for vp in stats.vps if vp.active_vtl == Vtl.VTL1),
                     "actions": sum(vp.actions for vp in stats.vps),
                     "commits": sum(vp.commits for vp in stats.vps),
+                    "vmcs_reads": sum(vp.vmcs_reads for vp in stats.vps),
                     "vmcs_writes": sum(vp.vmcs_writes for vp in stats.vps),
                     "vtl_switches": sum(vp.vtl_switches for vp in stats.vps),
                     "mailbox_depth": stats.mailbox_depth,

@@ -4,7 +4,7 @@
 const POLL_MS = 1000;
 const HISTORY = 120;          // points on the rate chart (seconds)
 const MAX_EVENTS = 60;        // lines in the recent-events list
-const RATES = ["vp_actions", "commits", "vmcs_writes", "vtl_switches", "intercepts"];
+const RATES = ["vp_actions", "commits", "vmcs_reads", "vmcs_writes", "vtl_switches", "intercepts"];
 // HvMessageType values of secure intercepts (DOMAIN 2.5).
 const MESSAGE_TYPES = { 0x80000001: "GPA intercept", 0x80010000: "I/O port intercept", 0x80010001: "MSR intercept",
   0x80010006: "register intercept" };
@@ -164,7 +164,7 @@ function renderPartitions(stats) {
     badge.textContent = p.state;
     state.append(badge);
     tr.append(cell(p.id, "n"), cell(fmt(p.vp_count), "n"), state, cell(fmt(p.vtl1_vps), "n"),
-      cell(fmt(p.actions), "n"), cell(fmt(p.commits), "n"), cell(fmt(p.vmcs_writes), "n"),
+      cell(fmt(p.actions), "n"), cell(fmt(p.commits), "n"), cell(fmt(p.vmcs_reads), "n"), cell(fmt(p.vmcs_writes), "n"),
       cell(fmt(p.vtl_switches), "n"), cell(fmt(p.mailbox_depth), "n"), cell(p.failure || "", "wrap"));
     return tr;
   }));
@@ -203,7 +203,8 @@ function addEvent(event) {
   when.textContent = new Date().toLocaleTimeString("en-GB");
   const kind = document.createElement("span");
   kind.className = "k-" + event.type;
-  kind.textContent = event.type === "Cut" ? "Cut" : `${event.type} p${event.partition}/vp${event.vp}`;
+  kind.textContent = event.type === "Cut" ? "Cut"
+    : event.vp === undefined ? `${event.type} p${event.partition}` : `${event.type} p${event.partition}/vp${event.vp}`;
   const what = document.createElement("span");
   what.textContent = describe(event);
   li.append(when, kind, what);

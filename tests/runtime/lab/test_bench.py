@@ -20,14 +20,15 @@ if TYPE_CHECKING:
 
 
 def test_quick_bench_is_a_smoke_run_of_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--quick measures P1 (both backends), P2, P3, P4 and P7 beside their floors, with no verdict."""
+    """--quick measures P1 (both backends), P2, P3, P4, P5 and P7 beside their floors, with no verdict."""
     path = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--report", str(path)]) == 0
     report = msgspec.json.decode(path.read_bytes(), type=BenchReport)
     assert report.quick
     ids = [figure.id for figure in report.figures]
     # P3 is three ratios (PERFORMANCE.md): TDCALLs, modelled cycles per update, updates per second.
-    assert ids == ["P1", "P1", "P2", "P3", "P3", "P3", "P4", "P4", "P4", "P6", "P7", "P8"]
+    # P5 is a round trip and a batched throughput per server backend (runtime/serve/bench.py).
+    assert ids == ["P1", "P1", "P2", "P3", "P3", "P3", "P4", "P4", "P4", "P5", "P5", "P5", "P5", "P6", "P7", "P8"]
     # P6 comes from runtime/cluster through the dispatcher, measured when the ray extra is there.
     p6 = next(f for f in report.figures if f.id == "P6")
     assert p6.met is None
@@ -58,6 +59,13 @@ def test_quick_bench_is_a_smoke_run_of_ratios(tmp_path: Path, capsys: pytest.Cap
     assert cycles.unit == "cycles"
     assert cycles.ratio is not None
     assert 0 < cycles.ratio < 1
+    p5 = [f for f in report.figures if f.id == "P5"]
+    assert [(f.unit, f.name.rsplit(", ", 1)[1]) for f in p5] == [
+        ("us", "asyncio"),
+        ("actions/s", "asyncio"),
+        ("us", "trio"),
+        ("actions/s", "trio"),
+    ]
     p7 = next(f for f in report.figures if f.id == "P7")
     assert p7.detail["identical_reports"] == "yes"
     assert "asyncio" in p7.floor_name

@@ -25,11 +25,11 @@ from protocol import (
     encode,
 )
 from protocol._x86 import EFER_LMA, EFER_LME, EFER_SCE, Msr
-from runtime import Busy, VpNotRunning
+from runtime import Busy, PartitionFailed, VpNotRunning
 from runtime.serve import connect
 from runtime.serve._openapi import openapi_document
 from runtime.testing import long_mode_context
-from tests.runtime.serve._harness import served
+from tests.runtime.serve._harness import served, wait_until
 from tests.scenarios._bringup import enter_vtl1
 
 LSTAR = Rdmsr(msr=Msr.LSTAR)
@@ -142,19 +142,23 @@ async def test_busy_is_429_with_retry_after() -> None:
             await (await client.partition(0)).vp(0).execute(LSTAR)
 
 
-async def test_failed_vp_is_409() -> None:
+async def test_a_failed_partition_is_409_on_every_vp() -> None:
+    """A fatal condition (DOMAIN 7.2) ends the partition: every VP answers PartitionFailed."""
     async with served() as s, connect(s.address) as client:
         part = await client.create_partition(vp_count=2)
+        other = (await client.create_partition(vp_count=1)).vp(0)
         bad = msgspec.structs.replace(long_mode_context(0x9000), efer=EFER_LME | EFER_LMA | EFER_SCE)
         await part.vp(0).execute(StartVirtualProcessor(vp_index=1, target_vtl=Vtl.VTL0, context=bad))
-        from runtime.serve._errors import exception_for
-
-        with pytest.raises(type(exception_for(409, "VpFailed", "x")), match="vp 1"):
-            await part.vp(1).execute(LSTAR)
+        await wait_until(lambda: s.runtime.partition(part.partition_id).failure is not None)
+        for index in (0, 1):
+            with pytest.raises(PartitionFailed, match="vp 1") as caught:
+                await part.vp(index).execute(LSTAR)
+            assert str(caught.value) == s.runtime.partition(part.partition_id).failure
         info = await part.info()
         assert info.state == "failed"
         assert info.failure is not None
         assert "EFER" in info.failure
+        assert await other.execute(LSTAR) == Completed(value=0)  # other partitions carry on
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ async def test_counters_match_the_runtime_and_the_apps_own_actions() -> None:
         assert samples["tdvsm_vp_actions_total", ()] == 8
         assert samples["tdvsm_commits_total", ()] == sum(vp.commits for vp in stats.vps) > 0
         assert samples["tdvsm_vmcs_writes_total", ()] == sum(vp.vmcs_writes for vp in stats.vps)
+        assert samples["tdvsm_vmcs_reads_total", ()] == sum(vp.vmcs_reads for vp in stats.vps)
         assert samples["tdvsm_partitions", (("state", "running"),)] == 1
         assert samples["tdvsm_vps", ()] == 2
         assert samples["tdvsm_connections", ()] >= 1  # this client's
