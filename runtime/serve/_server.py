@@ -315,14 +315,20 @@ class _TrioDeadlineStream:
     """A trio stream whose writes must drain within the write deadline, else it is aborted.
 
     hypercorn shields its writes from cancellation; a deadline inside the shield still fires.
-    Giving up also cancels the connection's ``scope``: hypercorn's HTTP/1.1 protocol can wait
-    for ever for a response that will not be finished when pipelined requests are queued.
+    Writes and the end-of-stream take turns. Giving up also cancels the connection's ``scope``:
+    hypercorn's HTTP/1.1 protocol can wait for ever for a response that will not be finished
+    when pipelined requests are queued.
     """
 
     def __init__(self, stream: Any, write_timeout: float, scope: Any) -> None:
+        import trio
+
         self._stream = stream
         self._write_timeout = write_timeout
         self._scope = scope
+        # hypercorn closes (send_eof) from the reader task while a reply may still be going out
+        # from the app's: trio refuses two senders at once (BusyResourceError), so take turns.
+        self._sending = trio.Lock()
         self.socket = stream.socket
 
     async def send_all(self, data: bytes) -> None:
@@ -330,7 +336,8 @@ class _TrioDeadlineStream:
 
         try:
             with trio.fail_after(self._write_timeout):
-                await self._stream.send_all(data)
+                async with self._sending:
+                    await self._stream.send_all(data)
         except trio.TooSlowError:
             self._scope.cancel()
             await trio.aclose_forcefully(self._stream)
@@ -342,7 +349,8 @@ class _TrioDeadlineStream:
         return data
 
     async def send_eof(self) -> None:
-        await self._stream.send_eof()
+        async with self._sending:
+            await self._stream.send_eof()
 
     async def aclose(self) -> None:
         await self._stream.aclose()
