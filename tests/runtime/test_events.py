@@ -20,6 +20,7 @@ from protocol import (
     SetVpRegisters,
     StartVirtualProcessor,
     Vtl,
+    VtlReturn,
 )
 from protocol._x86 import CR0_ET, CR0_PE, CR0_PG, EFER_LMA, EFER_LME, EFER_SCE, Msr
 from runtime import (
@@ -28,6 +29,7 @@ from runtime import (
     FailureEvent,
     InterceptEvent,
     VtlSwitchEvent,
+    execute_inline,
 )
 from runtime.testing import long_mode_context
 from tests.guest import checked_runtime
@@ -194,3 +196,18 @@ async def test_events_name_their_partition_and_vp() -> None:
             await s1_setup(part)
         calls = [e for e in heard if isinstance(e, VtlSwitchEvent) and e.to_vtl == Vtl.VTL1]
         assert [(e.partition, e.vp) for e in calls] == [(p.partition_id, 0) for p in parts]
+
+
+async def test_in_line_programs_are_heard_too() -> None:
+    """Actions run in-line (``execute_inline``, the virtual-clock path) report the same events."""
+    async with checked_runtime() as rt:
+        part = await rt.create_partition(vp_count=1)
+        await s1_setup(part)  # leaves VP 0 in VTL1
+        heard: list[EngineEvent] = []
+        rt.subscribe(heard.append, commits=False)
+        assert execute_inline(part.vp(0), VtlReturn(fast=True)).to_vtl == Vtl.VTL0  # type: ignore[union-attr]
+        assert heard == [
+            VtlSwitchEvent(
+                partition=part.partition_id, vp=0, from_vtl=Vtl.VTL1, to_vtl=Vtl.VTL0, entry_reason=0
+            )
+        ]
