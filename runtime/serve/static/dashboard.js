@@ -58,9 +58,9 @@ function renderCards(stats) {
   $("c-partitions").textContent = fmt(total);
   $("c-partition-states").textContent = `${fmt(states.running)} running, ${fmt(states.failed)} failed, ${fmt(states.stopped)} stopped`;
   $("c-vps").textContent = fmt(t.vps);
-  $("c-mailbox").textContent = `mailboxes: ${fmt(t.mailbox_depth)} waiting (deepest ${fmt(t.mailbox_high_water)})`;
+  $("c-mailbox").textContent = `${fmt(t.mailbox_depth)} queued, max ${fmt(t.mailbox_high_water)}`;
   $("c-connections").textContent = fmt(t.connections);
-  $("c-subscribers").textContent = `${fmt(t.subscribers)} event subscribers, ${fmt(t.requests_in_flight)} requests`;
+  $("c-subscribers").textContent = `${fmt(t.subscribers)} on events, ${fmt(t.requests_in_flight)} in flight`;
   for (const key of RATES) $("t-" + key).textContent = fmt(t[key]) + " in all";
 }
 

@@ -2,7 +2,8 @@
 
 The server runs on loopback TCP with a token (a browser cannot reach a Unix socket); the page
 logs in once with ``/?token=`` and keeps the session cookie, as a user would. With
-``TDVSM_DASHBOARD_PNG=path`` the screenshot is kept there (assets/dashboard.png comes from it).
+``TDVSM_DASHBOARD_PNG=path`` the screenshot is taken after 30 s more and kept there
+(assets/dashboard.png comes from it).
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ async def test_the_dashboard_shows_partitions_rates_latencies_and_events(tmp_pat
                 )
                 assert f"VtlSwitch p{parts[0].partition_id}/vp0" in first
                 assert await page.evaluate("document.getElementById('c-partitions').textContent") == "3"
-                shot = Path(os.environ.get("TDVSM_DASHBOARD_PNG") or tmp_path / "dashboard.png")
+                keep = os.environ.get("TDVSM_DASHBOARD_PNG")
+                if keep:  # a picture for the README: let the rate chart fill for a while first
+                    await anyio.sleep(30)
+                shot = Path(keep or tmp_path / "dashboard.png")
                 await page.screenshot(shot)
             tg.cancel_scope.cancel()
     assert (await anyio.Path(shot).read_bytes())[:8] == b"\x89PNG\r\n\x1a\n"
