@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from .lab import commands as lab_commands
 from .lab.usage import Parser, UsageError
-from .sim import commands as sim_commands
 from .serve import commands as serve_commands
+from .sim import commands as sim_commands
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

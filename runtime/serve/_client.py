@@ -24,7 +24,7 @@ from protocol import HvRegisterName as Reg, InterceptMessage, Outcome, Vtl
 from .._host import PartitionStatistics, RuntimeStatistics
 from ._errors import ConnectionLost, describe, raise_for
 from ._pipeline import Pipeline
-from ._server import parse_address
+from ._sockets import parse_address
 from ._sse import EventReader, open_event_stream
 from ._wire import JSON, Health, PartitionDetail, PartitionInfo, PartitionList, encode_json
 

@@ -21,7 +21,7 @@ import msgspec
 from protocol import Outcome
 
 from ._errors import ConnectionLost, describe, raise_for
-from ._server import parse_address
+from ._sockets import parse_address
 from ._wire import JSON, encode_json
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from anyio.abc import ByteStream
 
     from .._events import EngineEvent
-    from ._server import Address
+    from ._sockets import Address
 
 __all__ = ("EventReader", "open_event_stream")
 

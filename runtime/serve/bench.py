@@ -35,7 +35,8 @@ from ..lab.bench._figure import Figure, percentile
 from ..lab.bench.floors import interleaved
 from ._app import create_app
 from ._client import connect
-from ._server import Address, serve
+from ._server import serve
+from ._sockets import Address
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send

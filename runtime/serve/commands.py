@@ -21,7 +21,8 @@ from .._host import open_runtime
 from ..lab.usage import UsageError, positive_float, positive_int
 from ._app import create_app
 from ._guard import Limits
-from ._server import Address, default_unix_path, is_loopback, serve
+from ._server import serve
+from ._sockets import Address, default_unix_path, is_loopback
 
 if TYPE_CHECKING:
     import argparse

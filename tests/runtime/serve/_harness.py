@@ -15,7 +15,7 @@ import anyio
 
 from runtime import open_runtime
 from runtime.serve import Limits, create_app, serve
-from runtime.serve._server import Address
+from runtime.serve._sockets import Address
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -15,7 +15,7 @@ import pytest
 
 from runtime import open_runtime
 from runtime.serve import Unauthenticated, connect, create_app, serve
-from runtime.serve._server import Address, bind_socket
+from runtime.serve._sockets import Address, bind_socket
 from tests.runtime.serve._harness import TOKEN, connect_raw, read_until_closed, request_bytes, served
 
 if TYPE_CHECKING:

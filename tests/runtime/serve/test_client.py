@@ -12,7 +12,7 @@ from protocol import GetVpRegisters, HvRegisterName as Reg, Rdmsr, RegisterAssoc
 from protocol._x86 import Msr
 from runtime import Busy, VpNotRunning, open_runtime
 from runtime.serve import ConnectionLost, Limits, connect, create_app, serve
-from runtime.serve._server import Address
+from runtime.serve._sockets import Address
 from tests.runtime.serve._harness import served, wait_until
 from tests.scenarios._bringup import enter_vtl1
 
