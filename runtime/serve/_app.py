@@ -9,6 +9,7 @@ Routes (API.md "Control plane"): ``/healthz``, ``/metrics``, ``/events``, ``/par
 
 from __future__ import annotations
 
+import hmac
 from importlib import resources
 from typing import TYPE_CHECKING, Final
 
@@ -18,7 +19,7 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ._guard import Guard, Limits, RequestRejected
+from ._guard import SESSION_COOKIE, Guard, Limits, RequestRejected, logger, session_value
 from ._hub import EventHub, EventStream
 from ._metrics import Metrics
 from ._openapi import openapi_document
@@ -135,14 +136,8 @@ def _check_token(token: str | bytes | None) -> bytes | None:
 
 def _login(request: Request, plane: ControlPlane) -> Response:
     """``GET /?token=...``: a right token gets the session cookie and a redirect to the page."""
-    import hmac
-
-    from ._guard import SESSION_COOKIE, session_value
-
     presented = request.query_params["token"].encode()
     if plane.token is None or not hmac.compare_digest(presented, plane.token):
-        from ._guard import logger
-
         logger.warning("refused a dashboard login: wrong token")
         raise RequestRejected(401, "Unauthenticated", "missing or wrong token")
     response = Response(status_code=303, headers={"location": "./", **_NO_STORE})

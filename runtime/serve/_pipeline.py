@@ -111,9 +111,6 @@ class Pipeline:
     async def submit(self, vp: RemoteVp, actions: Sequence[Action]) -> Pending:
         """Send a batch for ``vp`` now (waits while ``depth`` batches are in flight)."""
         await self._room.acquire()
-        if self._lost is not None:
-            self._room.release()
-            raise self._lost
         body = encode_json(list(actions))
         writer = h11.Connection(h11.CLIENT)  # frames this one request
         headers = [*self._headers, (b"content-length", str(len(body)).encode())]
@@ -127,6 +124,11 @@ class Pipeline:
         )
         pending = Pending()
         async with self._send_lock:
+            # Checked with no checkpoint before the append: a reader that has gone (the server
+            # refused or closed the connection) could no longer answer a batch queued after it.
+            if self._lost is not None:
+                self._room.release()
+                raise self._lost
             self._in_flight.append(pending)
             try:
                 await self._stream.send(data)
