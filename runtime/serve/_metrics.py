@@ -97,11 +97,14 @@ class Totals(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def partition_state(partition: Partition) -> str:
-    """``"stopped"``, ``"failed"`` (a fatal condition ended it, DOMAIN 7.2) or ``"running"``."""
-    if partition.stopped:
-        return "stopped"
+    """``"failed"`` (a fatal condition ended it, DOMAIN 7.2), ``"stopped"`` or ``"running"``.
+
+    A failed partition is stopped too (its mailboxes are closed): failure is checked first.
+    """
     if partition.failure is not None:
         return "failed"
+    if partition.stopped:
+        return "stopped"
     return "running"
 
 

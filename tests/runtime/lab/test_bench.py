@@ -28,7 +28,24 @@ def test_quick_bench_is_a_smoke_run_of_ratios(tmp_path: Path, capsys: pytest.Cap
     ids = [figure.id for figure in report.figures]
     # P3 is three ratios (PERFORMANCE.md): TDCALLs, modelled cycles per update, updates per second.
     # P5 is a round trip and a batched throughput per server backend (runtime/serve/bench.py).
-    assert ids == ["P1", "P1", "P2", "P3", "P3", "P3", "P4", "P4", "P4", "P5", "P5", "P5", "P5", "P6", "P7", "P8"]
+    assert ids == [
+        "P1",
+        "P1",
+        "P2",
+        "P3",
+        "P3",
+        "P3",
+        "P4",
+        "P4",
+        "P4",
+        "P5",
+        "P5",
+        "P5",
+        "P5",
+        "P6",
+        "P7",
+        "P8",
+    ]
     # P6 comes from runtime/cluster through the dispatcher, measured when the ray extra is there.
     p6 = next(f for f in report.figures if f.id == "P6")
     assert p6.met is None

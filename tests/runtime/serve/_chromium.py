@@ -92,7 +92,8 @@ class Page:
 async def open_page(url: str, *, width: int = 1400, height: int = 1150) -> AsyncIterator[Page]:
     """Start headless Chromium on ``url``; yields its page once connected."""
     assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory(prefix="tdvsm-chromium-") as profile:
+    profile = tempfile.mkdtemp(prefix="tdvsm-chromium-")
+    try:
         command = [
             CHROMIUM,
             "--headless=new",
@@ -129,6 +130,23 @@ async def open_page(url: str, *, width: int = 1400, height: int = 1150) -> Async
                 with anyio.move_on_after(10):
                     await process.wait()
                 tg.cancel_scope.cancel()
+    finally:
+        await _remove(profile)
+
+
+async def _remove(profile: str) -> None:
+    """Remove Chromium's profile: its helper processes may still write there for a moment
+    after the browser's own process has exited ("Directory not empty")."""
+    for _ in range(50):
+        try:
+            shutil.rmtree(profile)
+        except FileNotFoundError:
+            return
+        except OSError:
+            await anyio.sleep(0.1)
+        else:
+            return
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 async def _drain(stream: Any) -> None:
