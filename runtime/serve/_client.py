@@ -26,7 +26,7 @@ from ._errors import ConnectionLost, describe, raise_for
 from ._pipeline import Pipeline
 from ._sockets import parse_address
 from ._sse import EventReader, open_event_stream
-from ._wire import JSON, Health, PartitionDetail, PartitionInfo, PartitionList, encode_json
+from ._wire import JSON, SNAPSHOT, Health, PartitionDetail, PartitionInfo, PartitionList, encode_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Sequence
@@ -80,12 +80,15 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client {self.address}>"
 
-    async def request(self, method: str, path: str, *, content: bytes | None = None, **params: Any) -> bytes:
+    async def request(
+        self, method: str, path: str, *, content: bytes | None = None, media: str = JSON, **params: Any
+    ) -> bytes:
         """One request; returns the body of a 2xx reply, raises the typed error otherwise."""
         request = self._http.build_request(method, path, params=params or None)
         if content is not None:
             request.stream = _Body(content)
             request.headers["content-length"] = str(len(content))
+            request.headers["content-type"] = media
         try:
             reply = await self._http.send(request)
         except httpx.TimeoutException as exc:
@@ -123,6 +126,19 @@ class Client:
         return RemotePartition(
             self, _decode(await self.request("GET", f"/partitions/{partition_id}"), PartitionInfo)
         )
+
+    async def restore_partition(self, data: bytes) -> RemotePartition:
+        """A new partition (new id) on the server in exactly the state ``snapshot()`` encoded.
+
+        Raises:
+            ValueError: the data is damaged, foreign or of another version (a ``ProtocolError``);
+                nothing is created.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            msg = f"restore_partition: a snapshot is bytes, got {type(data).__name__}"  # type: ignore[unreachable]
+            raise TypeError(msg)
+        reply = await self.request("POST", "/partitions/restore", content=bytes(data), media=SNAPSHOT)
+        return RemotePartition(self, _decode(reply, PartitionInfo))
 
     async def partitions(self, *, offset: int = 0, limit: int = 1000) -> PartitionList:
         """A page of the partitions (``total`` says how many there are)."""
@@ -199,6 +215,15 @@ class RemotePartition:
         """Counters of the supervisor and every VP."""
         data = await self._client.request("GET", f"/partitions/{self.partition_id}")
         return _decode(data, PartitionDetail).statistics
+
+    async def snapshot(self) -> bytes:
+        """The server's ``Partition.snapshot()``: every VP committed, the partition encoded.
+
+        Raises:
+            ActorCrashed: a VP crashed while committing (it restarts; retry the snapshot).
+            PartitionFailed, anyio.ClosedResourceError: the partition has ended.
+        """
+        return await self._client.request("POST", f"/partitions/{self.partition_id}/snapshot")
 
     async def stop(self) -> None:
         """Stop every actor of the partition on the server."""

@@ -13,7 +13,15 @@ from typing import Final
 import anyio
 import msgspec
 
-from actors import Busy, InternalError, PartitionFailed, UnsupportedAction, VpFailed, VpNotRunning
+from actors import (
+    ActorCrashed,
+    Busy,
+    InternalError,
+    PartitionFailed,
+    UnsupportedAction,
+    VpFailed,
+    VpNotRunning,
+)
 from protocol import ProtocolError, ProtocolErrorCode, SimulationError
 
 from ._wire import ErrorBody
@@ -74,6 +82,7 @@ STATUS: Final[dict[str, int]] = {
     "UnsupportedMediaType": 415,
     "MethodNotAllowed": 405,
     "TooManyConnections": 503,
+    "ActorCrashed": 503,
 }
 
 # Most specific first: ProtocolError is a ValueError, PartitionFailed a SimulationError.
@@ -83,6 +92,7 @@ _TYPES: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (VpFailed, "VpFailed"),
     (VpNotRunning, "VpNotRunning"),
     (UnsupportedAction, "UnsupportedAction"),
+    (ActorCrashed, "ActorCrashed"),
     (InternalError, "InternalError"),
     (ProtocolError, "ProtocolError"),
     (KeyError, "NotFound"),
@@ -149,7 +159,11 @@ def raise_for(status: int, content: bytes) -> None:
         body = _error_body.decode(content)
     except msgspec.MsgspecError:
         body = ErrorBody(error="RemoteError", message=content[:200].decode("utf-8", "replace"))
-    exc = exception_for(status, body.error, body.message)
+    if body.error == "ActorCrashed":
+        where = [-1 if value is None else value for value in (body.partition_id, body.vp_index, body.step)]
+        exc: Exception = ActorCrashed(body.message, partition_id=where[0], vp_index=where[1], step=where[2])
+    else:
+        exc = exception_for(status, body.error, body.message)
     if body.index is not None:
         exc.index = body.index  # type: ignore[attr-defined]
         exc.outcomes = list(body.outcomes or [])  # type: ignore[attr-defined]

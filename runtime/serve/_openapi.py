@@ -17,7 +17,7 @@ from protocol import Action, InterceptMessage, Outcome
 from .._events import CommitEvent, FailureEvent, InterceptEvent, VtlSwitchEvent
 from .._host import RuntimeStatistics
 from ._hub import Cut
-from ._wire import ErrorBody, Health, PartitionDetail, PartitionInfo, PartitionList
+from ._wire import SNAPSHOT, ErrorBody, Health, PartitionDetail, PartitionInfo, PartitionList
 
 __all__ = ("PATHS", "openapi_document")
 
@@ -62,6 +62,7 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer
 _INDEX = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
 _VTL = {"name": "vtl", "in": "path", "required": True, "schema": {"enum": ["0", "1", "VTL0", "VTL1"]}}
 _VP = [_ID, _INDEX]
+_BYTES: Final = {"type": "string", "contentMediaType": SNAPSHOT}
 
 #: (path, method) -> (summary, request schema or None, success status, response schema, parameters).
 PATHS: Final[dict[tuple[str, str], tuple[str, str | None, int, str | None, list[dict[str, Any]]]]] = {
@@ -86,6 +87,12 @@ PATHS: Final[dict[tuple[str, str], tuple[str, str | None, int, str | None, list[
                               "PartitionInfo", []),
     ("/partitions/{id}", "get"): ("A partition and its counters", None, 200, "PartitionDetail", [_ID]),
     ("/partitions/{id}", "delete"): ("Stop a partition", None, 200, "PartitionInfo", [_ID]),
+    ("/partitions/{id}/snapshot", "post"): (
+        "Partition.snapshot(): every VP committed, the whole partition encoded (octet-stream)", None, 200,
+        "bytes", [_ID]),
+    ("/partitions/restore", "post"): (
+        "Runtime.restore_partition(body): a new partition in the snapshot's state", "bytes", 201,
+        "PartitionInfo", []),
     ("/partitions/{id}/vps/{index}", "get"): ("Counters of a VP", None, 200, "VpStatistics", _VP),
     ("/partitions/{id}/vps/{index}/execute", "post"): (
         "Run one action (reply: its outcome) or a list run in order (reply: the outcomes); "
@@ -125,12 +132,15 @@ def openapi_document() -> dict[str, Any]:
             (413, "TooLarge"),
             (422, "ProtocolError, ValueError or TypeError (field names the field)"),
             (429, "Busy (Retry-After)"),
+            (503, "ActorCrashed (Retry-After: the action had no effect) or TooManyConnections"),
         )
     }
     paths: dict[str, dict[str, Any]] = {}
     for (path, method), (summary, request, status, response, parameters) in PATHS.items():
         operation: dict[str, Any] = {"summary": summary, "parameters": parameters}
-        if request is not None:
+        if request == "bytes":
+            operation["requestBody"] = {"required": True, "content": {SNAPSHOT: {"schema": _BYTES}}}
+        elif request is not None:
             body_schema: dict[str, Any] = _ref(request)
             if request == "Action":
                 body_schema = {"oneOf": [_ref("Action"), _ref("ActionList")]}
@@ -139,7 +149,9 @@ def openapi_document() -> dict[str, Any]:
                 "content": {"application/json": {"schema": body_schema}},
             }
         ok: dict[str, Any] = {"description": "OK"}
-        if response is not None:
+        if response == "bytes":
+            ok["content"] = {SNAPSHOT: {"schema": _BYTES}}
+        elif response is not None:
             schema: dict[str, Any] = _ref(response)
             if response == "Outcome":
                 schema = {"oneOf": [_ref("Outcome"), _ref("OutcomeList")]}

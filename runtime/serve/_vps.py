@@ -1,4 +1,5 @@
-"""The partition and VP routes: create, list, delete, execute (one action or a batch) and inspect.
+"""The partition and VP routes: create, list, delete, snapshot and restore; execute (one action
+or a batch) and inspect.
 
 Each handler turns a known exception into its typed reply (``_app.error_response``): the
 in-process API's errors keep their type across the wire. A batch runs its actions in order
@@ -26,6 +27,7 @@ from ._replies import error_response, json_response
 from ._wire import (
     JSON,
     MSGPACK,
+    SNAPSHOT,
     Format,
     PartitionDetail,
     PartitionInfo,
@@ -147,6 +149,8 @@ class VpRoutes:
         return [
             Route("/partitions", self.partitions, methods=["GET", "POST"]),
             Route("/partitions/{id}", self.partition, methods=["GET", "DELETE"]),
+            Route("/partitions/{id}/snapshot", self.snapshot, methods=["POST"]),
+            Route("/partitions/restore", self.restore, methods=["POST"]),
             Route(base, self.vp_statistics, methods=["GET"]),
             Route(base + "/execute", _Asgi(self.execute), methods=["POST"]),
             Route(base + "/tdx-state/{vtl}", self.tdx_state, methods=["GET"]),
@@ -188,6 +192,23 @@ class VpRoutes:
         entry = info(partition)
         detail = PartitionDetail(**msgspec.structs.asdict(entry), statistics=partition.statistics())
         return json_response(detail)
+
+    @_typed
+    async def snapshot(self, request: Request) -> Response:
+        """``Partition.snapshot()``: the encoded partition, as ``application/octet-stream``."""
+        data = await self._partition(request).snapshot()
+        return Response(data, media_type=SNAPSHOT)
+
+    @_typed
+    async def restore(self, request: Request) -> Response:
+        """``Runtime.restore_partition(body)``: a new partition (new id), 201 with its entry."""
+        kind = header(request.scope, b"content-type")
+        if kind is not None and kind.split(";")[0].strip() != SNAPSHOT:
+            msg = f"a snapshot is sent as {SNAPSHOT}, not {kind[:64]!r}"
+            raise RequestRejected(415, "UnsupportedMediaType", msg)
+        partition = await self.runtime.restore_partition(await request.body())
+        location = f"{request.scope.get('root_path', '')}/partitions/{partition.partition_id}"
+        return json_response(info(partition), 201, {"location": location})
 
     # ---- VPs ----------------------------------------------------------------------------------------
 

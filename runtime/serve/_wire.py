@@ -23,6 +23,7 @@ from .._host import PartitionStatistics
 __all__ = (
     "JSON",
     "MSGPACK",
+    "SNAPSHOT",
     "ErrorBody",
     "Format",
     "Health",
@@ -37,6 +38,8 @@ __all__ = (
 
 JSON: Final = "application/json"
 MSGPACK: Final = "application/msgpack"
+#: Media type of a partition snapshot (the bytes of ``Partition.snapshot()``).
+SNAPSHOT: Final = "application/octet-stream"
 _MSGPACK_TYPES: Final = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 Format = Literal["json", "msgpack"]
 
@@ -45,7 +48,8 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An error reply: ``error`` is the type (``Busy``, ``ValueError`` ...), ``message`` says why.
 
     ``field`` names the offending field of a bad body; for a batch, ``index`` is the action
-    that failed and ``outcomes`` the outcomes of the actions before it (they did run).
+    that failed and ``outcomes`` the outcomes of the actions before it (they did run). An
+    ``ActorCrashed`` carries where it happened: ``partition_id``, ``vp_index`` and ``step``.
     """
 
     error: str
@@ -53,6 +57,9 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     field: str | None = None
     index: int | None = None
     outcomes: list[Outcome] | None = None
+    partition_id: int | None = None
+    vp_index: int | None = None
+    step: int | None = None
 
 
 class PartitionInfo(msgspec.Struct, frozen=True, kw_only=True):
