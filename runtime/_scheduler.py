@@ -47,6 +47,7 @@ from ._journal import (
     J_RESUME,
     J_VIEW,
     JOURNAL_LIMIT,
+    ReplayError,
     checkpoint,
     is_refusal,
     rebuild,
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from anyio.abc import TaskStatus
+
+    from actors import VpActor
 
     from ._mailbox import Backend, ReplySlot
 
@@ -599,19 +602,28 @@ class BatchingScheduler:
             self._schedule_partition(partition)
 
     def _supervisor_crashed(self, partition: PartitionCells, exc: Exception) -> None:
-        """The partition supervisor's step crashed: its state is rolled back; retry after a backoff."""
+        """The partition supervisor's step crashed: one_for_all (RELIABILITY D1).
+
+        Its state is already rolled back to before the request; the supervisor holds the
+        partition-wide VSM state the crash may have corrupted, so every VP restarts with it from
+        its last committed state (``_restart_all``), and the request is retried after the
+        backoff. The restart counts once against the intensity, as in OTP.
+        """
         self.crashes += 1
         self.errors += 1
+        where = f"the supervisor of partition {partition.partition_id}"
         if self.hooks is not None:
-            self.hooks.crashed(f"the supervisor of partition {partition.partition_id}", exc)
+            self.hooks.crashed(where, exc)
         delay = partition.history.admit(self._now(), self._rng)
         if delay is None:
             policy = self.restart_policy
             reason = (
-                f"the supervisor of partition {partition.partition_id} crashed ({exc!r}) and exceeded "
+                f"{where} crashed ({exc!r}) and exceeded "
                 f"its restart intensity ({policy.max_restarts} restarts in {policy.period:g} s)"
             )
             self.fail_partition(partition, reason)
+            return
+        if not self._restart_all(partition, where, exc):
             return
         partition.restarts += 1
         self.restarts += 1
@@ -625,6 +637,49 @@ class BatchingScheduler:
                 self._schedule_partition(partition)
 
         self._after_backoff(partition, delay, restarted)
+
+    def _restart_all(self, partition: PartitionCells, where: str, exc: Exception) -> bool:
+        """Restart every VP of ``partition`` from its last committed state; False if one could not be.
+
+        The VPs are torn down in reverse order (the last one first) and started in order, each
+        rebuilt from its checkpoint and journal: the same state, new actors. A VP waiting on the
+        supervisor keeps its place (its rebuilt hypercall waits at the same request, for the
+        same caller); a VP already restarting from a crash of its own restarts on its own.
+        """
+        cells = [cell for cell in partition.cells if not cell.restarting]
+        rebuilt: list[tuple[VpCell, VpActor, Any]] = []
+        for cell in reversed(cells):  # teardown: last started, first stopped
+            try:
+                actor, waiting = rebuild(
+                    cell.base,
+                    cell.base_view,
+                    cell.journal,
+                    index=cell.actor.state.index,
+                    config=partition.config,
+                    view=partition.supervisor.view,
+                )
+                if (cell.pending is None) != (waiting is None):
+                    msg = "its journal does not leave the hypercall it waits on"
+                    raise ReplayError(msg)
+            except Exception as rebuild_error:
+                vp = cell.actor.state.index
+                self.fail_partition(
+                    partition,
+                    f"{where} crashed ({exc!r}) and vp {vp} could not be restarted: {rebuild_error}",
+                )
+                return False
+            rebuilt.append((cell, actor, waiting))
+        for cell, actor, waiting in reversed(rebuilt):  # start: VP 0 first
+            cell.actor = actor
+            if cell.pending is not None:
+                old, slot = cell.pending
+                old.close()
+                cell.pending = (waiting, slot)
+            else:
+                cell.base = checkpoint(actor)
+                cell.base_view = partition.view
+                cell.journal.clear()
+        return True
 
     def _after_backoff(self, key: VpCell | PartitionCells, delay: float, restart: Callable[[], None]) -> None:
         token = object()

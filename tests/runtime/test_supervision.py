@@ -42,9 +42,9 @@ def _living_tasks() -> int:
     return len(asyncio.all_tasks())
 
 
-async def _in_vtl1(rt: Any) -> Any:
+async def _in_vtl1(rt: Any, **config: object) -> Any:
     """A partition whose VP 0 runs VTL1 (long mode), VP 1 started in VTL0."""
-    part = await new_partition(rt)
+    part = await new_partition(rt, **config)
     vp = part.vp(0)
     out = await vp.execute(EnablePartitionVtl(target_vtl=Vtl.VTL1))
     assert out == HypercallResult(status=HvStatus.SUCCESS)
@@ -188,7 +188,7 @@ async def test_in_line_execution_restarts_without_waiting_for_the_backoff(point:
 
 @pytest.mark.parametrize("point", ["supervisor", "supervisor.applied"])
 async def test_a_supervisor_crash_is_rolled_back_and_retried(point: str) -> None:
-    """D1: the partition supervisor's state is rolled back and its request retried; the VP never knows."""
+    """D1: the partition supervisor's state is rolled back and its request retried; the caller never knows."""
     async with checked_runtime(restart_policy=_LENIENT) as rt:
         part = await new_partition(rt)
         vp = part.vp(0)
@@ -200,6 +200,59 @@ async def test_a_supervisor_crash_is_rolled_back_and_retried(point: str) -> None
         assert part._cells.supervisor.state.vtl1_enable_called == [True, False, False, False]
         assert part.statistics().supervisor.requests == 2  # the crashed attempt counted nothing
         assert part.statistics().restarts == 1
+
+
+async def test_a_supervisor_crash_restarts_every_vp_one_for_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """D1 one_for_all: with the supervisor, every VP restarts from its last committed state,
+    torn down last-first and started first-first; other partitions are untouched."""
+    import actors
+    from runtime import _scheduler
+
+    torn_down: list[int] = []
+    started: list[int] = []
+    real_rebuild, real_checkpoint = _scheduler.rebuild, _scheduler.checkpoint
+
+    def rebuild(*args: Any, **kwargs: Any) -> Any:
+        torn_down.append(kwargs["index"])
+        return real_rebuild(*args, **kwargs)
+
+    def checkpoint(actor: Any) -> bytes:
+        started.append(actor.state.index)
+        return real_checkpoint(actor)
+
+    async with checked_runtime(restart_policy=_LENIENT) as rt:
+        # VP 0 in VTL1, VP 1 running VTL0, VPs 2 and 3 not started; no window closes meanwhile.
+        part = await _in_vtl1(rt, commit_policy="batched", batch_window=3600.0)
+        other = await new_partition(rt)
+        assert await other.vp(0).execute(Rdmsr(msr=Msr.EFER)) is not None
+        # VP 1 has a staged, uncommitted update (its RIP, from the Rdmsr): it must survive.
+        assert await part.vp(1).execute(Rdmsr(msr=Msr.EFER)) is not None
+        cells = part._cells.cells
+        before = [cell.actor for cell in cells]
+        states = [actors.snapshot_vp(actor) for actor in before]
+        assert cells[1].actor.state.vtls[0].staged_updates
+        others = [cell.actor for cell in other._cells.cells]
+        monkeypatch.setattr(_scheduler, "rebuild", rebuild)
+        monkeypatch.setattr(_scheduler, "checkpoint", checkpoint)
+        vp = part.vp(0)
+        with crash_at("supervisor") as crashes:
+            out = await vp.execute(
+                StartVirtualProcessor(vp_index=2, target_vtl=Vtl.VTL0, context=long_mode_context())
+            )
+        assert crashes == ["supervisor"]
+        assert out == HypercallResult(status=HvStatus.SUCCESS)  # the retried request
+        assert torn_down == [3, 2, 1, 0]
+        assert started[:3] == [1, 2, 3]  # VP 0 waited on the supervisor: it kept its journal
+        assert all(cell.actor is not old for cell, old in zip(cells, before, strict=True))
+        # The same state, but for what the retried StartVirtualProcessor did (VP 2 runs now).
+        assert [actors.snapshot_vp(cell.actor) for cell in cells][1::2] == states[1::2]
+        assert cells[1].actor.state.vtls[0].staged_updates
+        assert part.statistics().restarts == 1  # one restart event, as OTP counts it
+        assert [cell.actor for cell in other._cells.cells] == others
+        assert other.statistics().restarts == 0
+        monkeypatch.undo()
+        assert await part.vp(2).execute(Rdmsr(msr=Msr.EFER)) is not None
+        assert await part.vp(1).execute(Rdmsr(msr=Msr.EFER)) is not None
 
 
 async def test_restart_intensity_boundary() -> None:
