@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import msgspec
 
 from ..lab.bench import Figure
+from ..lab.bench.p7_virtual import mixed_virtual_run
 from ..lab.costs import CostModel
 from ..lab.experiment import run_experiment
-from ..lab.records import ExperimentOptions, RunData
 from ..lab.report import Report, build_report
-from ..lab.workloads import resolve
 from .coordinator import connect, run_sharded
+
+if TYPE_CHECKING:
+    from ..lab.records import RunData
 
 __all__ = ("REPS", "comparable", "measure_p6")
 
@@ -52,21 +54,7 @@ def _rate(run: RunData) -> float:
 def measure_p6(quick: bool) -> list[Figure]:
     """Measure P6 (starts a local Ray with this machine's CPUs, or uses this process's Ray)."""
     partitions, ops = (40, 4_000) if quick else (400, 80_000)
-    options = ExperimentOptions(
-        partitions=partitions,
-        vps=4,
-        workload="mixed",
-        mix=resolve("mixed"),
-        duration=None,
-        ops=ops,
-        drivers=100 if not quick else 20,
-        rate=None,
-        backend="ray",
-        clock="virtual",
-        commit_policy="batched",
-        seed=1,
-        trace_vps=0,
-    )
+    options = mixed_virtual_run(partitions, ops, 20 if quick else 100, backend="ray")
     costs = CostModel()
     local = anyio.run(run_experiment, msgspec.structs.replace(options, backend="asyncio"), costs)
     expected = comparable(build_report([local], costs))

@@ -21,7 +21,7 @@ import msgspec
 from protocol import Outcome
 
 from ._errors import ConnectionLost, describe, raise_for
-from ._sockets import parse_address
+from ._sockets import open_stream, parse_address
 from ._wire import JSON, encode_json
 
 if TYPE_CHECKING:
@@ -86,16 +86,7 @@ class Pipeline:
             msg = f"pipeline depth must be a positive int, got {depth!r}"
             raise ValueError(msg)
         where = parse_address(address)
-        try:
-            if where.path is not None:
-                stream: ByteStream = await anyio.connect_unix(where.path)
-            else:
-                assert where.host is not None
-                assert where.port is not None
-                stream = await anyio.connect_tcp(where.host, where.port)
-        except OSError as exc:
-            msg = f"{address}: cannot connect: {exc}"
-            raise ConnectionLost(msg) from exc
+        stream = await open_stream(where, address)
         host = b"tdvsm" if where.path is not None else f"{where.host}:{where.port}".encode()
         pipe = cls(stream, host, token, depth, mount)
         async with stream, anyio.create_task_group() as tg:

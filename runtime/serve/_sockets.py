@@ -13,8 +13,16 @@ import ipaddress
 import os
 import socket
 import stat
+from typing import TYPE_CHECKING
 
-__all__ = ("Address", "bind_socket", "default_unix_path", "is_loopback", "parse_address")
+import anyio
+
+from ._errors import ConnectionLost
+
+if TYPE_CHECKING:
+    from anyio.abc import ByteStream
+
+__all__ = ("Address", "bind_socket", "default_unix_path", "is_loopback", "open_stream", "parse_address")
 
 
 class Address:
@@ -55,6 +63,23 @@ def parse_address(text: str) -> Address:
             return Address(host=host, port=int(port))
     msg = f"address must be unix:PATH or http://HOST:PORT, got {text!r}"
     raise ValueError(msg)
+
+
+async def open_stream(where: Address, address: str) -> ByteStream:
+    """A byte stream to the server at ``where`` (``address`` is its text, for messages).
+
+    Raises:
+        ConnectionLost: the connection could not be made (the message says why).
+    """
+    try:
+        if where.path is not None:
+            return await anyio.connect_unix(where.path)
+        assert where.host is not None
+        assert where.port is not None
+        return await anyio.connect_tcp(where.host, where.port)
+    except OSError as exc:
+        msg = f"{address}: cannot connect: {exc}"
+        raise ConnectionLost(msg) from exc
 
 
 def default_unix_path() -> str:

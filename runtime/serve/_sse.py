@@ -16,6 +16,7 @@ import msgspec
 from .._events import CommitEvent, FailureEvent, InterceptEvent, VtlSwitchEvent
 from ._errors import ConnectionLost, describe
 from ._hub import Cut
+from ._sockets import open_stream
 
 if TYPE_CHECKING:
     from anyio.abc import ByteStream
@@ -82,16 +83,7 @@ async def open_event_stream(
     Returns the stream, the reader, and the status and body of an error reply (status 200 and
     b"" when the stream is open).
     """
-    try:
-        if where.path is not None:
-            stream: ByteStream = await anyio.connect_unix(where.path)
-        else:
-            assert where.host is not None
-            assert where.port is not None
-            stream = await anyio.connect_tcp(where.host, where.port)
-    except OSError as exc:
-        msg = f"{address}: cannot connect: {exc}"
-        raise ConnectionLost(msg) from exc
+    stream = await open_stream(where, address)
     connection = h11.Connection(h11.CLIENT)
     reader = EventReader(stream, connection, address)
     try:

@@ -10,7 +10,7 @@ and the two reports are the same bytes.
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 
@@ -20,7 +20,10 @@ from ..workloads import resolve
 from ._figure import Figure, percentile
 from .floors import asyncio_floor, interleaved
 
-__all__ = ("FLOOR_RATIO", "measure_p7")
+if TYPE_CHECKING:
+    from ..records import BackendName
+
+__all__ = ("FLOOR_RATIO", "measure_p7", "mixed_virtual_run")
 
 #: P7's target: at least this many times the asyncio ask floor's round trips per second.
 FLOOR_RATIO: Final = 1.5
@@ -41,23 +44,30 @@ async def _floor_samples(n: int) -> list[int]:
         return (await interleaved([ask], n))[0]
 
 
-def measure_p7(quick: bool) -> list[Figure]:
-    partitions, ops = (30, 2_000) if quick else (300, 40_000)
-    options = ExperimentOptions(
+def mixed_virtual_run(
+    partitions: int, ops: int, drivers: int, *, backend: BackendName = "asyncio"
+) -> ExperimentOptions:
+    """The seeded virtual-clock ``mixed`` run of P7 (and P6): ``partitions`` x 4 VPs, ``ops`` operations."""
+    return ExperimentOptions(
         partitions=partitions,
         vps=4,
         workload="mixed",
         mix=resolve("mixed"),
         duration=None,
         ops=ops,
-        drivers=100 if not quick else 20,
+        drivers=drivers,
         rate=None,
-        backend="asyncio",
+        backend=backend,
         clock="virtual",
         commit_policy="batched",
         seed=1,
         trace_vps=0,
     )
+
+
+def measure_p7(quick: bool) -> list[Figure]:
+    partitions, ops = (30, 2_000) if quick else (300, 40_000)
+    options = mixed_virtual_run(partitions, ops, 20 if quick else 100)
     samples = 1_000 if quick else 7_000
     floor_samples = anyio.run(_floor_samples, samples, backend="asyncio")
     first, actions, wall = anyio.run(_virtual_run, options, backend="asyncio")
