@@ -44,7 +44,7 @@ import anyio.lowlevel
 
 from protocol import Action, Outcome
 
-from ._host import Vp, check_call
+from ._handles import Vp, check_call
 
 if TYPE_CHECKING:
     from ._scheduler import BatchingScheduler, VpCell

@@ -412,7 +412,7 @@ def all_cells(*, vp: int = 0, access_vsm: bool = True, tsc_aux: bool = True) -> 
 
 
 class Core:
-    """A 4-VP partition on the synchronous core, driven like runtime/_scheduler.py does."""
+    """A 4-VP partition on the synchronous core, driven like runtime/_steps.py does."""
 
     def __init__(self, **config: Any) -> None:
         self.config = PartitionConfig(vp_count=VP_COUNT, **config)

@@ -1,7 +1,7 @@
 """RELIABILITY B2: noninterference of a VTL0 attacker with VTL1's secrets.
 
 A synchronous Hypothesis state machine over the sans-IO core (``VpActor`` + ``PartitionSupervisor``,
-driven by ``_Core`` the way ``runtime/_scheduler.py`` drives them) plays a VTL0 "attacker" on
+driven by ``_Core`` the way ``runtime/_steps.py`` drives them) plays a VTL0 "attacker" on
 every VP against VTL1s set up with random secrets: random-but-valid VTL1 contexts loaded by
 EnableVpVtl, VTL1's own WRMSRs of its private MSRs, SynIC and synthetic-timer registers set by
 VTL1, VP-assist return values, CrIntercept masks, and pages VTL1 made inaccessible to VTL0.

@@ -168,10 +168,10 @@ async def test_a_million_element_set_vp_registers_is_refused_at_once() -> None:
 
 async def test_an_immutable_action_sent_again_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same frozen action object is checked on its first call only; lists are checked each time."""
-    import runtime._host
+    import runtime._handles
 
     checked: list[str] = []
-    real = dict(runtime._host._VALIDATORS)
+    real = dict(runtime._handles._VALIDATORS)
 
     def spy(cls: type[Any]) -> Any:
         def check(action: Any) -> None:
@@ -180,7 +180,7 @@ async def test_an_immutable_action_sent_again_is_checked_once(monkeypatch: pytes
 
         return check
 
-    monkeypatch.setattr(runtime._host, "_VALIDATORS", {cls: spy(cls) for cls in real})
+    monkeypatch.setattr(runtime._handles, "_VALIDATORS", {cls: spy(cls) for cls in real})
     async with checked_runtime() as rt:
         vp = (await new_partition(rt)).vp(0)
         read = Rdmsr(msr=Msr.EFER)
