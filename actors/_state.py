@@ -199,9 +199,14 @@ class VpState:
 
     def read(self, vtl: int, name: int) -> int:
         """What the guest sees in ``name`` of ``vtl`` (shared names come from the shared file)."""
-        if name in SHARED_RESET:
-            return self.shared.read(name)
-        return self.vtls[vtl].regs.read(name)
+        regs = self.shared if name in SHARED_RESET else self.vtls[vtl].regs
+        staged = regs.staged  # RegisterFile.read, inlined (every instruction reads)
+        if name in staged:
+            return staged[name]
+        committed = regs.committed
+        if name in committed:
+            return committed[name]
+        return regs.reset[name]
 
     def cpl(self, vtl: int) -> int:
         """Current privilege level of ``vtl``: SS.DPL in protected mode, 0 in real mode."""
@@ -225,7 +230,14 @@ class VpState:
         """Stage RIP += ``length`` for ``vtl`` (an instruction or hypercall completed)."""
         state = self.vtls[vtl]
         regs = state.regs
-        regs.staged[_RIP] = (regs.read(_RIP) + length) & _U64
+        staged = regs.staged
+        if _RIP in staged:  # RegisterFile.read, inlined (every instruction advances RIP)
+            rip = staged[_RIP]
+        else:
+            rip = regs.committed.get(_RIP)
+            if rip is None:
+                rip = regs.reset[_RIP]
+        staged[_RIP] = (rip + length) & _U64
         state.staged_updates += 1
         if self.eager or state.staged_updates >= self.batch_max_updates:
             self.commit(vtl)
@@ -298,13 +310,38 @@ class VpState:
         if FAULTS.hook is not None:
             FAULTS.hook("commit")
         regs = state.regs
+        staged = regs.staged
+        if (
+            len(staged) == 1
+            and _RIP in staged
+            and state.staged_registration is None
+            and not self.shared.staged
+        ):
+            # The hot path: an instruction's RIP advance alone, which is no VMCS field (DOMAIN
+            # 7.1); the general loop below does the same for it, at several times the cost.
+            value = staged[_RIP]
+            committed = regs.committed
+            base = regs.reset[_RIP]
+            if committed.get(_RIP, base) != value:
+                if value == base:
+                    del committed[_RIP]
+                else:
+                    committed[_RIP] = value
+                top = value >> 56  # VM-entry check 5, as in the loop below
+                if value >> 32 and not (state.rip64 and (top == 0 or top == 0xFF)):
+                    state.entry_check = True
+            regs.staged = {}
+            state.commits += 1
+            state.staged_updates = 0
+            if FAULTS.hook is not None:
+                FAULTS.hook("commit.applied")
+            return 0
         if self.shared.staged:
             self.shared.commit()
         vmcs = state.vmcs
         writes = 0
         mode = False
         entry = 0
-        staged = regs.staged
         if staged:
             # RegisterFile.commit, inlined with the VMCS update: this runs once per action.
             committed = regs.committed
@@ -366,8 +403,12 @@ class VpState:
         return writes if counted and not self.eager else 0
 
     def commit_all(self) -> int:
-        """Commit every VTL that has staged updates."""
-        return self.commit(Vtl.VTL0) + self.commit(Vtl.VTL1)
+        """Commit every VTL that has staged updates (VTL0 first)."""
+        vtl0, vtl1 = self.vtls
+        writes = self.commit(0) if vtl0.staged_updates else 0
+        if vtl1.staged_updates:
+            writes += self.commit(1)
+        return writes
 
     # ---- VM entry ------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class VpCell:
         "actor",
         "base",
         "base_view",
+        "batch_window",
         "checked",
         "journal",
         "mailbox",
@@ -56,6 +57,8 @@ class VpCell:
     ) -> None:
         self.actor = actor
         self.partition = partition
+        #: ``partition.config.batch_window``, kept here: the end of a pass reads it per window.
+        self.batch_window: float = partition.config.batch_window
         self.scheduled = False
         self.restarting = False
         # A hypercall waiting for the supervisor: (generator, reply slot).

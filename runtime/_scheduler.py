@@ -113,10 +113,10 @@ class BatchingScheduler(Steps):
         self._backoffs: dict[VpCell | PartitionCells, tuple[object, Callable[[], None]]] = {}
         self._ready: deque[VpCell | PartitionCells] = deque()
         self._wakeup = backend.wakeup()
-        self._dirty: dict[VpCell, float] = {}
-        # Batch-window deadlines of the cells in ``_dirty``, as a heap of (deadline, seq, cell);
-        # an entry whose cell has left ``_dirty`` (a stopped partition) is skipped when popped.
-        self._deadlines: list[tuple[float, int, VpCell]] = []
+        self._dirty: dict[VpCell, bool] = {}
+        self._opened: list[VpCell] = []
+        self._opened_at = 0.0
+        self._deadlines: list[tuple[float, int, list[VpCell]]] = []
         self._deadline_seq = itertools.count()
         self._flusher_wakeup = anyio.Event()
         #: Event listeners (``Runtime.subscribe``); ``listeners.emit`` is None without any.
@@ -234,6 +234,8 @@ class BatchingScheduler(Steps):
                     self._step(item)
                 else:
                     self._step_partition(item)  # type: ignore[arg-type]  # a PartitionCells
+            if self._opened:
+                self._open_windows()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The runner task: drain the ready queue pass by pass, park when it is empty."""
@@ -258,6 +260,8 @@ class BatchingScheduler(Steps):
                         self._step_partition(item)  # type: ignore[arg-type]  # a PartitionCells
             else:
                 self._long_pass(batch, started + self.pass_budget)
+            if self._opened:
+                self._open_windows()
             elapsed = clock() - started
             if elapsed > self.longest_pass:
                 self.longest_pass = elapsed

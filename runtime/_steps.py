@@ -8,7 +8,6 @@ parks on its supervisor's reply (``_drive``) and resumes in a later step.
 
 from __future__ import annotations
 
-import heapq
 import types
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -63,6 +62,7 @@ class Steps(FailureHandling):
         hooks.after_step(cell.partition)
 
     def _step_vp(self, cell: VpCell) -> None:
+        """One input of ``cell``: a hypercall's resumption, else a message, else control messages."""
         actor = cell.actor
         self.steps += 1
         journal = cell.journal
@@ -85,8 +85,8 @@ class Steps(FailureHandling):
             else:
                 if type(result) is _GENERATOR:
                     self._drive(cell, result, slot, True, None, first=True)
-                else:
-                    reply(slot, result)
+                elif not slot.done():  # reply(slot, result), inlined (hot path)
+                    slot.set_result(result)
         elif actor.has_controls:
             journal += (J_CONTROLS, None)
             try:
@@ -95,7 +95,29 @@ class Steps(FailureHandling):
                     check_vp_invariants(actor.state)
             except Exception as exc:
                 self._failed(cell, None, exc)
-        self._after_step(cell)
+        # After the input. (A restarting cell is marked scheduled and busy: schedule and the
+        # flusher skip it; a crash may have replaced the actor.)
+        if cell not in self._dirty:
+            vtls = cell.actor.state.vtls
+            if vtls[0].staged_updates or vtls[1].staged_updates:
+                # A window opens: listed for the end of the pass (``_open_windows``), which
+                # gives the pass's windows one deadline.
+                self._dirty[cell] = True
+                opened = self._opened
+                if not opened:
+                    self._opened_at = self._now()
+                opened.append(cell)
+        if cell.pending is None:
+            if len(journal) >= JOURNAL_LIMIT:
+                cell.base = checkpoint(cell.actor)
+                cell.base_view = cell.partition.view
+                journal.clear()
+            # Control messages that reached this VP while it waited on its own hypercall (its own
+            # EnableVpVtl) are applied by its next action or inspection, as any VP's are: a step
+            # of their own would race with the caller's resumption (trio orders a batch at
+            # random), so the commit they make would land on this action or the next by chance.
+            if cell.mailbox.queue:
+                self.schedule(cell)
 
     def _step_vp_observed(self, cell: VpCell) -> None:
         """The VP's step (hooked or not), then tell the listeners what it changed on the VP."""
@@ -105,27 +127,6 @@ class Steps(FailureHandling):
         self._inner_step(cell)
         if pick(st) != before:
             report(self.listeners, cell.partition.partition_id, st, before)
-
-    def _after_step(self, cell: VpCell) -> None:
-        # (A restarting cell is marked scheduled and busy: schedule and the flusher skip it.)
-        if cell not in self._dirty:  # _arm_window, inlined (hot path)
-            vtls = cell.actor.state.vtls
-            if vtls[0].staged_updates or vtls[1].staged_updates:
-                now = self._dirty[cell] = self._now()
-                deadline = now + cell.partition.config.batch_window
-                heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), cell))
-                self._flusher_wakeup.set()
-        if cell.pending is None:
-            if len(cell.journal) >= JOURNAL_LIMIT:
-                cell.base = checkpoint(cell.actor)
-                cell.base_view = cell.partition.view
-                cell.journal.clear()
-            # Control messages that reached this VP while it waited on its own hypercall (its own
-            # EnableVpVtl) are applied by its next action or inspection, as any VP's are: a step
-            # of their own would race with the caller's resumption (trio orders a batch at
-            # random), so the commit they make would land on this action or the next by chance.
-            if cell.mailbox.queue:
-                self.schedule(cell)
 
     def _drive(
         self, cell: VpCell, generator: Any, slot: ReplySlot, ok: bool, value: Any, *, first: bool = False

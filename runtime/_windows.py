@@ -8,7 +8,7 @@ them (``PartitionConfig.batch_window``): the flusher task commits them when that
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ("BatchWindows",)
 
+#: The journal entry of a window commit.
+_COMMIT: Final = (J_COMMIT, None)
+
 
 class BatchWindows:
     """The batch windows of a scheduler's VPs (their state is set by ``BatchingScheduler``)."""
@@ -43,11 +46,14 @@ class BatchWindows:
     cut_passes: int
     #: The event loop's clock (what anyio.current_time and anyio.sleep use).
     _now: Callable[[], float]
-    #: VPs with staged updates and a window open: cell -> when the window opened.
-    _dirty: dict[VpCell, float]
-    # Batch-window deadlines of the cells in ``_dirty``, as a heap of (deadline, seq, cell);
-    # an entry whose cell has left ``_dirty`` (a stopped partition) is skipped when popped.
-    _deadlines: list[tuple[float, int, VpCell]]
+    #: VPs with a window open (always True: a dict, for ``pop(cell, False)``).
+    _dirty: dict[VpCell, bool]
+    #: VPs whose window a step of the current pass opened, and when the first of them did.
+    _opened: list[VpCell]
+    _opened_at: float
+    # Batch-window deadlines, a heap of (deadline, seq, cells) with one entry per pass (and
+    # window length): a cell that has left ``_dirty`` since (stopped, crashed) is skipped.
+    _deadlines: list[tuple[float, int, list[VpCell]]]
     _deadline_seq: Iterator[int]
     _flusher_wakeup: anyio.Event
 
@@ -58,20 +64,46 @@ class BatchWindows:
         raise NotImplementedError
 
     def _arm_window(self, cell: VpCell) -> None:
+        """Open ``cell``'s window now if it has staged updates (outside a pass: a restart)."""
         if cell not in self._dirty:
             vtls = cell.actor.state.vtls
             if vtls[0].staged_updates or vtls[1].staged_updates:
-                now = self._dirty[cell] = self._now()
-                deadline = now + cell.partition.config.batch_window
-                heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), cell))
-                self._flusher_wakeup.set()
+                self._dirty[cell] = True
+                self._schedule_windows(self._now() + cell.batch_window, [cell])
+
+    def _open_windows(self) -> None:
+        """Give the windows the last pass opened (``_opened``) their deadlines: one per pass.
+
+        A step only lists the VP whose window it opened, noting the loop's time for the first
+        of the pass (``_opened_at``); this runs once after the pass. The deadline counts from
+        that first opening, so no window closes later than ``batch_window`` after its VP's
+        first staged update (later ones of the same pass close up to a pass earlier).
+        """
+        opened, self._opened = self._opened, []
+        opened_at = self._opened_at
+        window = opened[0].batch_window
+        for cell in opened:
+            if cell.batch_window != window:  # partitions with other windows
+                by_window: dict[float, list[VpCell]] = {}
+                for each in opened:
+                    by_window.setdefault(each.batch_window, []).append(each)
+                for each_window, cells in by_window.items():
+                    self._schedule_windows(opened_at + each_window, cells)
+                return
+        self._schedule_windows(opened_at + window, opened)
+
+    def _schedule_windows(self, deadline: float, cells: list[VpCell]) -> None:
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), cells))
+        self._flusher_wakeup.set()
 
     async def run_flusher(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit staged updates whose batch window (``batch_window`` seconds) has closed.
 
         Like a pass, a run of due commits yields to the loop once it has taken ``pass_budget``.
+        A VP committed at a commit point since its window opened has nothing left to commit.
         """
         task_status.started()
+        dirty = self._dirty
         while True:
             await self._flusher_wakeup.wait()
             self._flusher_wakeup = anyio.Event()
@@ -80,43 +112,49 @@ class BatchWindows:
             started = clock()
             countdown = self.pass_check_every
             while deadlines:
-                # Earliest deadline first: O(log n) per dirty cell, not a scan of all of them.
-                deadline, _, cell = deadlines[0]
+                # Earliest deadline first: O(log n) per pass that opened windows.
+                deadline = deadlines[0][0]
                 now = self._now()
                 if deadline > now:
                     await anyio.sleep(deadline - now)
                     started = clock()
                     continue
-                heapq.heappop(deadlines)
-                if (
-                    self._dirty.pop(cell, None) is None
-                    or cell.partition.stopped
-                    or cell.pending is not None  # cell.busy, inlined (hot path)
-                    or cell.resume is not None
-                    or cell.restarting
-                ):
-                    continue  # a half-done hypercall or a restart re-arms the window when done
-                if self.listeners.commits:
-                    self.commit_vp(cell)  # with its events
+                commits_heard = self.listeners.commits
+                for cell in heapq.heappop(deadlines)[2]:
+                    if (
+                        not dirty.pop(cell, False)  # gone: a stopped partition, a crash
+                        or cell.pending is not None  # cell.busy, inlined (hot path)
+                        or cell.resume is not None
+                        or cell.restarting
+                        or cell.partition.stopped
+                    ):
+                        continue  # a half-done hypercall or a restart re-arms the window when done
+                    st = cell.actor.state
+                    vtl0, vtl1 = st.vtls
+                    if not (vtl0.staged_updates or vtl1.staged_updates):
+                        continue  # committed at a commit point since the window opened
+                    if commits_heard:
+                        self.commit_vp(cell)  # with its events
+                    else:
+                        cell.journal += _COMMIT  # commit_vp, inlined (one per action in a fleet)
+                        try:
+                            if vtl0.staged_updates:  # st.commit_all(), inlined
+                                st.commit(0)
+                            if vtl1.staged_updates:
+                                st.commit(1)
+                            if self.check_invariants:
+                                check_vp_invariants(st)
+                        except Exception as exc:
+                            self._failed(cell, None, exc)
                     self.window_commits += 1
-                    continue
-                journal = cell.journal  # commit_vp, inlined (one per action in a fleet)
-                journal.append(J_COMMIT)
-                journal.append(None)
-                try:
-                    cell.actor.state.commit_all()
-                    if self.check_invariants:
-                        check_vp_invariants(cell.actor.state)
-                except Exception as exc:
-                    self._failed(cell, None, exc)
-                self.window_commits += 1
-                countdown -= 1
-                if not countdown:
-                    countdown = self.pass_check_every
-                    if clock() - started > self.pass_budget:
-                        self.cut_passes += 1
-                        await anyio.lowlevel.checkpoint()
-                        started = clock()
+                    countdown -= 1
+                    if not countdown:
+                        countdown = self.pass_check_every
+                        if clock() - started > self.pass_budget:
+                            self.cut_passes += 1
+                            await anyio.lowlevel.checkpoint()
+                            started = clock()
+                            commits_heard = self.listeners.commits
 
     def commit_vp(self, cell: VpCell) -> bool:
         """Commit every VTL of ``cell`` as one journaled input; False if that crashed."""
