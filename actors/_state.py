@@ -234,9 +234,8 @@ class VpState:
         if _RIP in staged:  # RegisterFile.read, inlined (every instruction advances RIP)
             rip = staged[_RIP]
         else:
-            rip = regs.committed.get(_RIP)
-            if rip is None:
-                rip = regs.reset[_RIP]
+            committed = regs.committed
+            rip = committed[_RIP] if _RIP in committed else regs.reset[_RIP]
         staged[_RIP] = (rip + length) & _U64
         state.staged_updates += 1
         if self.eager or state.staged_updates >= self.batch_max_updates:

@@ -119,6 +119,10 @@ class BatchingScheduler(Steps):
         self._deadlines: list[tuple[float, int, list[VpCell]]] = []
         self._deadline_seq = itertools.count()
         self._flusher_wakeup = anyio.Event()
+        self._timed_windows = False
+        self._runner_parked = True
+        # When the runner next looks at the loop's clock for due windows (pass_clock time).
+        self._due_check = 0.0
         #: Event listeners (``Runtime.subscribe``); ``listeners.emit`` is None without any.
         self.listeners = Listeners(on_change=self._choose_step)
         self.passes = 0
@@ -243,7 +247,11 @@ class BatchingScheduler(Steps):
         wakeup = self._wakeup
         while True:
             if not self._ready:
+                self._runner_parked = True
+                if self._deadlines:
+                    self._flusher_wakeup.set()  # windows to close while the runner waits
                 await wakeup.wait()
+                self._runner_parked = False
                 continue
             batch, self._ready = self._ready, deque()
             self.passes += 1
@@ -262,7 +270,14 @@ class BatchingScheduler(Steps):
                 self._long_pass(batch, started + self.pass_budget)
             if self._opened:
                 self._open_windows()
-            elapsed = clock() - started
+            ended = clock()
+            if self._deadlines and self._timed_windows and ended >= self._due_check:
+                # Due windows are closed here (``_close_due``), with a budget of their own, as
+                # the flusher task had; the loop's clock is read at most once per budget.
+                self._due_check = ended + self.pass_budget
+                self._close_due(ended + self.pass_budget)
+                ended = clock()
+            elapsed = ended - started
             if elapsed > self.longest_pass:
                 self.longest_pass = elapsed
             if self._ready:

@@ -56,6 +56,10 @@ class BatchWindows:
     _deadlines: list[tuple[float, int, list[VpCell]]]
     _deadline_seq: Iterator[int]
     _flusher_wakeup: anyio.Event
+    #: True once the flusher task runs (a real clock): windows close on time at all.
+    _timed_windows: bool
+    #: True while the runner task waits for work: then the flusher closes the windows.
+    _runner_parked: bool
 
     def _failed(
         self, cell: VpCell, slot: ReplySlot | None, exc: Exception, *, retry: tuple[bool, Any] | None = None
@@ -94,67 +98,106 @@ class BatchWindows:
 
     def _schedule_windows(self, deadline: float, cells: list[VpCell]) -> None:
         heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), cells))
-        self._flusher_wakeup.set()
+        if self._runner_parked:  # else the runner closes them itself (``_close_due``)
+            self._flusher_wakeup.set()
+
+    def _close_due(self, until: float) -> None:
+        """The runner, after a pass: commit the windows due now, until ``pass_clock`` passes ``until``.
+
+        While the runner has work, it closes the windows itself after a pass, in a budget of
+        their own (at least one slice of ``pass_check_every`` commits): no flusher wake-up per
+        deadline. What is left waits for the next pass, or for the flusher once the runner parks.
+        """
+        deadlines = self._deadlines
+        now = self._now()
+        while deadlines and deadlines[0][0] <= now:
+            deadline, seq, cells = heapq.heappop(deadlines)
+            rest = self._close(cells, until)
+            if rest:
+                heapq.heappush(deadlines, (deadline, seq, rest))
+                return
+            if deadlines and self.pass_clock() > until:
+                self.cut_passes += 1
+                return
+
+    def _close(self, cells: list[VpCell], until: float) -> list[VpCell] | None:
+        """Commit the open windows of ``cells``; past ``until`` (``pass_clock``), return the rest.
+
+        The clock is read every ``pass_check_every`` commits. A VP committed at a commit point
+        since its window opened has nothing left to commit; one in the middle of a hypercall or a
+        restart has its window opened again when that is done.
+        """
+        dirty = self._dirty
+        clock = self.pass_clock
+        countdown = self.pass_check_every
+        commits_heard = self.listeners.commits
+        for index, cell in enumerate(cells):
+            if (
+                not dirty.pop(cell, False)  # gone: a stopped partition, a crash
+                or cell.pending is not None  # cell.busy, inlined (hot path)
+                or cell.resume is not None
+                or cell.restarting
+                or cell.partition.stopped
+            ):
+                continue
+            st = cell.actor.state
+            vtl0, vtl1 = st.vtls
+            if not (vtl0.staged_updates or vtl1.staged_updates):
+                continue  # committed at a commit point since the window opened
+            if commits_heard:
+                self.commit_vp(cell)  # with its events
+            else:
+                cell.journal += _COMMIT  # commit_vp, inlined (one per action in a fleet)
+                try:
+                    if vtl0.staged_updates:  # st.commit_all(), inlined
+                        st.commit(0)
+                    if vtl1.staged_updates:
+                        st.commit(1)
+                    if self.check_invariants:
+                        check_vp_invariants(st)
+                except Exception as exc:
+                    self._failed(cell, None, exc)
+            self.window_commits += 1
+            countdown -= 1
+            if not countdown:
+                countdown = self.pass_check_every
+                if clock() > until and index + 1 < len(cells):
+                    self.cut_passes += 1
+                    return cells[index + 1 :]
+        return None
 
     async def run_flusher(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Commit staged updates whose batch window (``batch_window`` seconds) has closed.
+        """Commit staged updates whose batch window (``batch_window`` seconds) has closed, while
+        the runner is parked (a busy runner closes them after its passes: ``_close_due``).
 
         Like a pass, a run of due commits yields to the loop once it has taken ``pass_budget``.
-        A VP committed at a commit point since its window opened has nothing left to commit.
         """
+        self._timed_windows = True
         task_status.started()
-        dirty = self._dirty
+        deadlines = self._deadlines
+        clock = self.pass_clock
         while True:
             await self._flusher_wakeup.wait()
             self._flusher_wakeup = anyio.Event()
-            deadlines = self._deadlines
-            clock = self.pass_clock
             started = clock()
-            countdown = self.pass_check_every
-            while deadlines:
+            while deadlines and self._runner_parked:
                 # Earliest deadline first: O(log n) per pass that opened windows.
                 deadline = deadlines[0][0]
                 now = self._now()
                 if deadline > now:
                     await anyio.sleep(deadline - now)
                     started = clock()
+                    continue  # (the runner may have woken up meanwhile: then it closes them)
+                deadline, seq, cells = heapq.heappop(deadlines)
+                rest = self._close(cells, started + self.pass_budget)
+                if rest:  # (``_close`` counted the cut)
+                    heapq.heappush(deadlines, (deadline, seq, rest))
+                elif deadlines and clock() - started > self.pass_budget:
+                    self.cut_passes += 1
+                else:
                     continue
-                commits_heard = self.listeners.commits
-                for cell in heapq.heappop(deadlines)[2]:
-                    if (
-                        not dirty.pop(cell, False)  # gone: a stopped partition, a crash
-                        or cell.pending is not None  # cell.busy, inlined (hot path)
-                        or cell.resume is not None
-                        or cell.restarting
-                        or cell.partition.stopped
-                    ):
-                        continue  # a half-done hypercall or a restart re-arms the window when done
-                    st = cell.actor.state
-                    vtl0, vtl1 = st.vtls
-                    if not (vtl0.staged_updates or vtl1.staged_updates):
-                        continue  # committed at a commit point since the window opened
-                    if commits_heard:
-                        self.commit_vp(cell)  # with its events
-                    else:
-                        cell.journal += _COMMIT  # commit_vp, inlined (one per action in a fleet)
-                        try:
-                            if vtl0.staged_updates:  # st.commit_all(), inlined
-                                st.commit(0)
-                            if vtl1.staged_updates:
-                                st.commit(1)
-                            if self.check_invariants:
-                                check_vp_invariants(st)
-                        except Exception as exc:
-                            self._failed(cell, None, exc)
-                    self.window_commits += 1
-                    countdown -= 1
-                    if not countdown:
-                        countdown = self.pass_check_every
-                        if clock() - started > self.pass_budget:
-                            self.cut_passes += 1
-                            await anyio.lowlevel.checkpoint()
-                            started = clock()
-                            commits_heard = self.listeners.commits
+                await anyio.lowlevel.checkpoint()
+                started = clock()
 
     def commit_vp(self, cell: VpCell) -> bool:
         """Commit every VTL of ``cell`` as one journaled input; False if that crashed."""

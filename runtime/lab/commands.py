@@ -130,6 +130,12 @@ def add_commands(
     )
     bench.add_argument("--only", metavar="P1,P2,...", help="run only these figures")
     bench.add_argument("--report", metavar="FILE.json", help="write the results as JSON")
+    bench.add_argument(
+        "--loop",
+        default="asyncio",
+        metavar="LOOP",
+        help="asyncio figures (runtime and floors) on asyncio's loop or on uvloop (extra 'uvloop')",
+    )
     bench.set_defaults(handler=_bench, bench_extra=bench_extra)
     sub.add_parser("workloads", help="list the workloads").set_defaults(handler=_workloads)
 
@@ -368,4 +374,5 @@ def _bench(args: argparse.Namespace) -> int:
         report=str(report_path) if report_path is not None else None,
         extra=extra,
         peers=args.peers,
+        loop=args.loop,
     )

@@ -24,6 +24,7 @@ import msgspec
 
 from ..usage import UsageError
 from ._figure import BenchReport, Figure, render_table
+from .loops import use_loop
 from .p1_ask import measure_p1
 from .p2_fleet import measure_p2
 from .p3_batching import measure_p3
@@ -60,16 +61,20 @@ def run_bench(
     report: str | None,
     extra: Mapping[str, Runner] | None = None,
     peers: bool = False,
+    loop: str = "asyncio",
 ) -> int:
     """Run the suite (or ``only`` some figures); print the table; return the exit status.
 
     ``extra`` adds figures measured outside ``lab`` (the control plane's, the cluster's): the
     ``tdvsm`` dispatcher passes them, since ``lab`` may not import those rooms. ``peers``
-    measures the installed peers (thespian, pykka, xoscar) beside P1.
+    measures the installed peers (thespian, pykka, xoscar) beside P1. ``loop`` is the event loop of
+    the asyncio figures, runtime and floors alike (``loops``: ``"asyncio"`` or ``"uvloop"``).
 
     Raises:
-        UsageError: an unknown figure in ``only``, or ``peers`` without any peer installed.
+        UsageError: an unknown figure in ``only``, ``peers`` without any peer installed, or an
+            unknown ``loop`` (or uvloop asked for but not installed).
     """
+    use_loop(loop)
     runners = {**RUNNERS, **(extra or {})}
     if peers:
         found = installed()
@@ -100,6 +105,7 @@ def run_bench(
         python=sys.version.split()[0],
         platform=platform.platform(),
         cpus=os.cpu_count() or 1,
+        loop=loop,
         figures=figures,
     )
     print(render_table(figures, quick=quick))

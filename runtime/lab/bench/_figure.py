@@ -40,6 +40,8 @@ class BenchReport(msgspec.Struct, frozen=True, kw_only=True):
     platform: str
     cpus: int
     figures: list[Figure]
+    #: The event loop of the asyncio figures: ``"asyncio"`` (its own) or ``"uvloop"``.
+    loop: str = "asyncio"
 
 
 def percentile(values: list[int], q: float) -> float:

@@ -11,6 +11,7 @@ in the same run.
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 import anyio
@@ -20,6 +21,7 @@ from protocol import Msr, Rdmsr
 from ..._host import open_runtime
 from ._figure import Figure, percentile
 from .floors import asyncio_floor, direct_call_ns, interleaved, trio_floor
+from .loops import asyncio_name, run_asyncio
 from .peers import PEERS, peer_ask
 
 __all__ = ("FLOOR_RATIO", "measure_p1")
@@ -53,6 +55,39 @@ async def _p1_samples(
     return ours, theirs
 
 
+def check_costs(n: int) -> dict[str, float]:
+    """Nanoseconds the boundary check (``protocol._validate``) takes per action, by kind.
+
+    ``vp.execute`` checks an action once per object for immutable ones (the same object sent
+    again is not checked again, as in the P1 loop), and every time for those holding a list.
+    """
+    from protocol import EnableVpVtl, RegisterAssoc, SetVpRegisters, Vtl, Wrmsr
+    from protocol._validate import ACTION_VALIDATORS
+
+    from ...testing import long_mode_context
+
+    kinds = {
+        "Rdmsr": Rdmsr(msr=Msr.LSTAR),
+        "Wrmsr": Wrmsr(msr=Msr.LSTAR, value=0xFFFF_8000_0000_1000),
+        "EnableVpVtl": EnableVpVtl(vp_index=1, target_vtl=Vtl.VTL1, context=long_mode_context()),
+        "SetVpRegisters_16": SetVpRegisters(
+            registers=[RegisterAssoc(name=0x20000 + i, value=i) for i in range(16)], target_vtl=Vtl.VTL0
+        ),
+    }
+    costs = {}
+    clock = time.perf_counter_ns
+    for name, action in kinds.items():
+        check = ACTION_VALIDATORS[type(action)]
+        best = float("inf")
+        for _ in range(5):
+            start = clock()
+            for _ in range(n):
+                check(action)
+            best = min(best, (clock() - start) / n)
+        costs[f"check_{name}_ns"] = round(best, 1)
+    return costs
+
+
 def measure_p1(quick: bool, peers: list[str] | None = None) -> list[Figure]:
     """P1 on asyncio and trio; ``peers`` (installed peer names) are measured beside it."""
     n = 3_000 if quick else 30_000
@@ -60,7 +95,12 @@ def measure_p1(quick: bool, peers: list[str] | None = None) -> list[Figure]:
     direct = direct_call_ns(n * 10)
     for backend, floor_name in _FLOORS.items():
         here = [p for p in peers or [] if PEERS[p] in ("any", backend)]
-        (floor, ours), theirs = anyio.run(_p1_samples, backend, n, here, backend=backend)
+        if backend == "asyncio":
+            (floor, ours), theirs = run_asyncio(_p1_samples, backend, n, here)
+            label = asyncio_name()
+        else:
+            (floor, ours), theirs = anyio.run(_p1_samples, backend, n, here, backend=backend)
+            label = backend
         p50, floor_p50 = percentile(ours, 0.5), percentile(floor, 0.5)
         ratio = p50 / floor_p50
         peer_p50 = {name: percentile(samples[1], 0.5) for name, samples in zip(here, theirs, strict=True)}
@@ -76,14 +116,16 @@ def measure_p1(quick: bool, peers: list[str] | None = None) -> list[Figure]:
         }
         if fastest is not None:
             detail["ratio_to_fastest_peer"] = round(p50 / fastest, 3)
+        if backend == "asyncio":
+            detail |= check_costs(n // 10)
         figures.append(
             Figure(
                 id="P1",
-                name=f"vp.execute(Rdmsr) p50, {backend}",
+                name=f"vp.execute(Rdmsr) p50, {label}",
                 value=p50 / 1000,
                 unit="us",
                 floor=floor_p50 / 1000,
-                floor_name=floor_name,
+                floor_name=floor_name.replace("asyncio", label),
                 ratio=round(ratio, 3),
                 target=f"<={FLOOR_RATIO}x, <peers" if here else f"<={FLOOR_RATIO}x",
                 met=None if quick else met,
@@ -94,7 +136,7 @@ def measure_p1(quick: bool, peers: list[str] | None = None) -> list[Figure]:
             figures.append(
                 Figure(
                     id="P1",
-                    name=f"  peer {name} p50, {backend}",
+                    name=f"  peer {name} p50, {label}",
                     value=value / 1000,
                     unit="us",
                     floor=peer_floor[name] / 1000,

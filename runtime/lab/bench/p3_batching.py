@@ -28,6 +28,7 @@ from ..costs import CostModel
 from ..metrics import PhaseRecorder
 from ..workloads import Driver, Guest, boot_partition
 from ._figure import Figure
+from .loops import run_asyncio
 
 if TYPE_CHECKING:
     from ..._host import Vp
@@ -153,9 +154,7 @@ def measure_p3(quick: bool) -> list[Figure]:
     # so a round ends well within the 1 ms batch window even on a loaded host.
     partitions, drivers, calls = (2, 4, 1_600) if quick else (4, 8, 12_800)
     runs = {
-        (policy, clock): anyio.run(
-            _register_heavy, policy, partitions, drivers, calls, clock, backend="asyncio"
-        )
+        (policy, clock): run_asyncio(_register_heavy, policy, partitions, drivers, calls, clock)
         for clock in ("real", "virtual")
         for policy in ("batched", "eager")
     }

@@ -23,8 +23,9 @@ import anyio
 
 from ..._host import open_runtime
 from ._figure import Figure
+from .loops import run_asyncio
 
-__all__ = ("measure_p4", "raw_rss_probe", "rss_probe")
+__all__ = ("measure_p4", "probe", "raw_rss_probe", "rss_bytes", "rss_probe")
 
 _FLOOR: Final = "raw asyncio actors (a task parked on its own Queue)"
 #: P4's targets.
@@ -78,7 +79,7 @@ async def _idle_bytes(partitions: int) -> tuple[float, float, float, float]:
     return per_vp, raw, rate, raw_rate
 
 
-def _rss() -> int:
+def rss_bytes() -> int:
     """Resident set size of this process now, in bytes."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -94,7 +95,7 @@ def rss_probe(partitions: int) -> None:
                 await rt.create_partition(vp_count=4)
             elapsed = (time.perf_counter_ns() - start) / 1e9
             gc.collect()
-            print(json.dumps({"rss": _rss(), "vps_per_s": 4 * partitions / elapsed}))
+            print(json.dumps({"rss": rss_bytes(), "vps_per_s": 4 * partitions / elapsed}))
 
     anyio.run(hold)
 
@@ -109,15 +110,16 @@ def raw_rss_probe(actors: int) -> None:
                 tg.start_soon(queue.get)
             await anyio.sleep(0.01)
             gc.collect()
-            print(json.dumps({"rss": _rss()}))
+            print(json.dumps({"rss": rss_bytes()}))
             tg.cancel_scope.cancel()
 
     anyio.run(hold)
 
 
-def _probe(call: str) -> dict[str, float]:
+def probe(call: str, module: str = __name__) -> dict[str, float]:
+    """Run ``call`` (a probe of ``module`` printing JSON) in a fresh process; what it printed."""
     done = subprocess.run(
-        [sys.executable, "-c", f"from runtime.lab.bench.p4_memory import {call.split('(')[0]}; {call}"],
+        [sys.executable, "-c", f"from {module} import {call.split('(')[0]}; {call}"],
         capture_output=True,
         check=True,
         text=True,
@@ -128,9 +130,9 @@ def _probe(call: str) -> dict[str, float]:
 
 def measure_p4(quick: bool) -> list[Figure]:
     sample, resident = (250, 1_000) if quick else (2_500, 10_000)
-    per_vp, raw, rate, raw_rate = anyio.run(_idle_bytes, sample, backend="asyncio")
-    ours = _probe(f"rss_probe({resident})")
-    floor = _probe(f"raw_rss_probe({4 * resident})")
+    per_vp, raw, rate, raw_rate = run_asyncio(_idle_bytes, sample)
+    ours = probe(f"rss_probe({resident})")
+    floor = probe(f"raw_rss_probe({4 * resident})")
     gib, raw_gib = ours["rss"] / 2**30, floor["rss"] / 2**30
     return [
         Figure(

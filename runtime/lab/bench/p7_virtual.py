@@ -12,13 +12,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Final
 
-import anyio
-
 from ..costs import CostModel
 from ..experiment import ExperimentOptions, run_experiment
 from ..workloads import resolve
 from ._figure import Figure, percentile
 from .floors import asyncio_floor, interleaved
+from .loops import run_asyncio
 
 if TYPE_CHECKING:
     from ..records import BackendName
@@ -69,11 +68,11 @@ def measure_p7(quick: bool) -> list[Figure]:
     partitions, ops = (30, 2_000) if quick else (300, 40_000)
     options = mixed_virtual_run(partitions, ops, 20 if quick else 100)
     samples = 1_000 if quick else 7_000
-    floor_samples = anyio.run(_floor_samples, samples, backend="asyncio")
-    first, actions, wall = anyio.run(_virtual_run, options, backend="asyncio")
-    floor_samples += anyio.run(_floor_samples, samples, backend="asyncio")
-    second, _, wall2 = anyio.run(_virtual_run, options, backend="asyncio")
-    floor_samples += anyio.run(_floor_samples, samples, backend="asyncio")
+    floor_samples = run_asyncio(_floor_samples, samples)
+    first, actions, wall = run_asyncio(_virtual_run, options)
+    floor_samples += run_asyncio(_floor_samples, samples)
+    second, _, wall2 = run_asyncio(_virtual_run, options)
+    floor_samples += run_asyncio(_floor_samples, samples)
     rate = actions / min(wall, wall2)
     floor = 1e9 / percentile(floor_samples, 0.5)
     identical = first == second

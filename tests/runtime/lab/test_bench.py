@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ import msgspec
 import pytest
 
 from runtime.cli import main
-from runtime.lab.bench import BenchReport, Figure, peers
+from runtime.lab.bench import BenchReport, Figure, loops, peers
 from runtime.lab.bench._figure import TABLE_WIDTH, render_table
 from runtime.lab.bench.floors import interleaved
 
@@ -26,12 +27,13 @@ def test_quick_bench_is_a_smoke_run_of_ratios(tmp_path: Path, capsys: pytest.Cap
     report = msgspec.json.decode(path.read_bytes(), type=BenchReport)
     assert report.quick
     ids = [figure.id for figure in report.figures]
+    # P2 shows its tail (issue 13): 1,000 drivers beside 100, p99/p99.9, RSS under load.
     # P3 is three ratios (PERFORMANCE.md): TDCALLs, modelled cycles per update, updates per second.
     # P5 is a round trip and a batched throughput per server backend (runtime/serve/bench.py).
     assert ids == [
         "P1",
         "P1",
-        "P2",
+        *["P2"] * 7,  # 2 driver counts x (throughput, p99, p99.9), and peak RSS under load
         "P3",
         "P3",
         "P3",
@@ -200,3 +202,41 @@ def test_quick_bench_with_peers_measures_them_beside_p1(tmp_path: Path) -> None:
     ours = next(f for f in report.figures if f.name == "vp.execute(Rdmsr) p50, asyncio")
     assert "ratio_to_fastest_peer" in ours.detail
     assert ours.target.endswith("<peers")
+
+
+def test_loop_uvloop_without_uvloop_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--loop uvloop without the extra names it; an unknown loop is refused too; nothing runs."""
+    monkeypatch.setattr(loops, "uvloop_installed", lambda: False)
+    assert main(["bench", "--quick", "--only", "P1", "--loop", "uvloop"]) == 2
+    assert "pip install -e '.[uvloop]'" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--only", "P1", "--loop", "tokio"]) == 2
+    assert "unknown event loop 'tokio'" in capsys.readouterr().err
+    assert loops.asyncio_name() == "asyncio"
+
+
+def test_quick_bench_on_uvloop_runs_the_runtime_and_its_floors_there(tmp_path: Path) -> None:
+    """--loop uvloop: P1's asyncio half and P2 run on uvloop (and say so); trio's half is trio's."""
+    pytest.importorskip("uvloop")
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--only", "P1,P2", "--loop", "uvloop", "--report", str(path)]) == 0
+    report = msgspec.json.decode(path.read_bytes(), type=BenchReport)
+    assert report.loop == "uvloop"
+    names = [figure.name for figure in report.figures]
+    assert names[:2] == ["vp.execute(Rdmsr) p50, uvloop", "vp.execute(Rdmsr) p50, trio"]
+    assert names[2].endswith("drivers, uvloop")
+    assert "raw uvloop Queue+Future ask" in report.figures[0].floor_name
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    try:
+        loops.use_loop("uvloop")
+        assert loops.run_asyncio(loop_module).startswith("uvloop")
+    finally:
+        loops.use_loop("asyncio")
+    assert loops.run_asyncio(loop_module) == "asyncio.unix_events"
+    # The next run is back on asyncio's loop (the default is set again).
+    assert main(["bench", "--quick", "--only", "P4", "--report", str(path)]) == 0
+    assert msgspec.json.decode(path.read_bytes(), type=BenchReport).loop == "asyncio"
