@@ -49,7 +49,7 @@ __all__ = ("BatchingScheduler", "PartitionCells", "SchedulerStatistics", "StepHo
 _ACTION: Final = 0
 _INSPECT: Final = 1
 #: Steps between two looks at the clock within a pass (``pass_check_every``'s default).
-_CLOCK_EVERY: Final = 32
+_CLOCK_EVERY: Final = 16
 
 
 class SchedulerStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -256,6 +256,7 @@ class BatchingScheduler(Steps):
             batch, self._ready = self._ready, deque()
             self.passes += 1
             clock = self.pass_clock
+            steps = self.steps
             started = clock()
             if len(batch) <= self.pass_check_every:  # short pass: no clock reads in between
                 if len(batch) > self.largest_pass:
@@ -272,10 +273,11 @@ class BatchingScheduler(Steps):
                 self._open_windows()
             ended = clock()
             if self._deadlines and self._timed_windows and ended >= self._due_check:
-                # Due windows are closed here (``_close_due``), with a budget of their own, as
-                # the flusher task had; the loop's clock is read at most once per budget.
+                # Due windows are closed here (``_close_due``), in the rest of the pass's
+                # budget but at least as many as it had steps; the loop's clock is read at most
+                # once per budget.
                 self._due_check = ended + self.pass_budget
-                self._close_due(ended + self.pass_budget)
+                self._close_due(started + self.pass_budget, self.steps - steps)
                 ended = clock()
             elapsed = ended - started
             if elapsed > self.longest_pass:

@@ -101,36 +101,40 @@ class BatchWindows:
         if self._runner_parked:  # else the runner closes them itself (``_close_due``)
             self._flusher_wakeup.set()
 
-    def _close_due(self, until: float) -> None:
+    def _close_due(self, until: float, minimum: int) -> None:
         """The runner, after a pass: commit the windows due now, until ``pass_clock`` passes ``until``.
 
-        While the runner has work, it closes the windows itself after a pass, in a budget of
-        their own (at least one slice of ``pass_check_every`` commits): no flusher wake-up per
-        deadline. What is left waits for the next pass, or for the flusher once the runner parks.
+        While the runner has work, it closes the windows itself after a pass, in what is left of
+        the pass's budget, but at least ``minimum`` of them (as many as the pass had steps, so
+        the windows keep up with the passes that open them): no flusher wake-up per deadline.
+        What is left waits for the next pass, or for the flusher once the runner parks.
         """
         deadlines = self._deadlines
         now = self._now()
         while deadlines and deadlines[0][0] <= now:
             deadline, seq, cells = heapq.heappop(deadlines)
-            rest = self._close(cells, until)
+            rest, done = self._close(cells, until, minimum)
+            minimum -= done
             if rest:
                 heapq.heappush(deadlines, (deadline, seq, rest))
                 return
-            if deadlines and self.pass_clock() > until:
+            if deadlines and minimum <= 0 and self.pass_clock() > until:
                 self.cut_passes += 1
                 return
 
-    def _close(self, cells: list[VpCell], until: float) -> list[VpCell] | None:
-        """Commit the open windows of ``cells``; past ``until`` (``pass_clock``), return the rest.
+    def _close(self, cells: list[VpCell], until: float, minimum: int) -> tuple[list[VpCell] | None, int]:
+        """Commit the open windows of ``cells``: (the rest, past ``until``, or None; commits made).
 
-        The clock is read every ``pass_check_every`` commits. A VP committed at a commit point
-        since its window opened has nothing left to commit; one in the middle of a hypercall or a
-        restart has its window opened again when that is done.
+        The clock (``pass_clock``) is read every ``pass_check_every`` commits, and only once
+        ``minimum`` commits are made. A VP committed at a commit point since its window opened
+        has nothing left to commit; one in the middle of a hypercall or a restart has its window
+        opened again when that is done.
         """
         dirty = self._dirty
         clock = self.pass_clock
         countdown = self.pass_check_every
         commits_heard = self.listeners.commits
+        done = 0
         for index, cell in enumerate(cells):
             if (
                 not dirty.pop(cell, False)  # gone: a stopped partition, a crash
@@ -158,13 +162,14 @@ class BatchWindows:
                 except Exception as exc:
                     self._failed(cell, None, exc)
             self.window_commits += 1
+            done += 1
             countdown -= 1
             if not countdown:
                 countdown = self.pass_check_every
-                if clock() > until and index + 1 < len(cells):
+                if done >= minimum and clock() > until and index + 1 < len(cells):
                     self.cut_passes += 1
-                    return cells[index + 1 :]
-        return None
+                    return cells[index + 1 :], done
+        return None, done
 
     async def run_flusher(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Commit staged updates whose batch window (``batch_window`` seconds) has closed, while
@@ -189,7 +194,7 @@ class BatchWindows:
                     started = clock()
                     continue  # (the runner may have woken up meanwhile: then it closes them)
                 deadline, seq, cells = heapq.heappop(deadlines)
-                rest = self._close(cells, started + self.pass_budget)
+                rest, _ = self._close(cells, started + self.pass_budget, 0)
                 if rest:  # (``_close`` counted the cut)
                     heapq.heappush(deadlines, (deadline, seq, rest))
                 elif deadlines and clock() - started > self.pass_budget:

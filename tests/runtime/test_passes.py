@@ -11,7 +11,7 @@ from tests.guest import long_mode_context
 
 
 async def test_a_pass_yields_to_the_host_after_its_budget() -> None:
-    """With a budget spent at once, a pass runs one clock check's worth (32 steps) and yields."""
+    """With a budget spent at once, a pass runs one clock check's worth (16 steps) and yields."""
     async with open_runtime(pass_budget=1e-9) as rt:
         vps = []
         for _ in range(25):
