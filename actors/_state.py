@@ -329,7 +329,7 @@ class VpState:
                 top = value >> 56  # VM-entry check 5, as in the loop below
                 if value >> 32 and not (state.rip64 and (top == 0 or top == 0xFF)):
                     state.entry_check = True
-            regs.staged = {}
+            staged.clear()  # (nothing holds on to it: cheaper than a new dict)
             state.commits += 1
             state.staged_updates = 0
             if FAULTS.hook is not None:
