@@ -206,11 +206,11 @@ async def test_a_supervisor_crash_restarts_every_vp_one_for_all(monkeypatch: pyt
     """D1 one_for_all: with the supervisor, every VP restarts from its last committed state,
     torn down last-first and started first-first; other partitions are untouched."""
     import actors
-    from runtime import _scheduler
+    from runtime import _failures  # the restarts (BatchingScheduler's failure handling)
 
     torn_down: list[int] = []
     started: list[int] = []
-    real_rebuild, real_checkpoint = _scheduler.rebuild, _scheduler.checkpoint
+    real_rebuild, real_checkpoint = _failures.rebuild, _failures.checkpoint
 
     def rebuild(*args: Any, **kwargs: Any) -> Any:
         torn_down.append(kwargs["index"])
@@ -232,8 +232,8 @@ async def test_a_supervisor_crash_restarts_every_vp_one_for_all(monkeypatch: pyt
         states = [actors.snapshot_vp(actor) for actor in before]
         assert cells[1].actor.state.vtls[0].staged_updates
         others = [cell.actor for cell in other._cells.cells]
-        monkeypatch.setattr(_scheduler, "rebuild", rebuild)
-        monkeypatch.setattr(_scheduler, "checkpoint", checkpoint)
+        monkeypatch.setattr(_failures, "rebuild", rebuild)
+        monkeypatch.setattr(_failures, "checkpoint", checkpoint)
         vp = part.vp(0)
         with crash_at("supervisor") as crashes:
             out = await vp.execute(
