@@ -104,7 +104,15 @@ class Vp:
             if action is not cell.checked:  # the same immutable action again: checked already
                 _check_new(action, cell)
             slot = scheduler.new_slot()
-            cell.mailbox.put((0, action, slot))  # scheduler.post_action, inlined (hot path)
+            mailbox = cell.mailbox
+            queue = mailbox.queue
+            if queue is None or queue or mailbox.closed:
+                mailbox.put((0, action, slot))  # scheduler.post_action, inlined
+            else:  # the hot path: Mailbox.put into an open, empty mailbox (capacity >= 1), inlined
+                queue.append((0, action, slot))
+                if not mailbox.high_water:
+                    mailbox.high_water = 1
+                scheduler.schedule(cell)
         except (TypeError, ValueError) as exc:
             await anyio.lowlevel.checkpoint()
             raise type(exc)(f"vp.execute failed: {exc} ({cell})") from None

@@ -1,8 +1,9 @@
-"""Batch windows: staged register updates that commit on wall time, and the flusher task.
+"""Batch windows: staged register updates that commit on wall time (the runner, or the flusher task).
 
-A VP's staged updates of a VTL commit at the latest ``batch_window`` seconds after the first of
-them (``PartitionConfig.batch_window``): the flusher task commits them when that deadline passes
-(a heap of deadlines, earliest first). ``BatchWindows`` is the base of ``BatchingScheduler``.
+A VP's staged updates commit at the latest ``batch_window`` seconds after the first of them
+(``PartitionConfig.batch_window``). The windows a pass opens share one deadline (a heap of
+deadlines, earliest first); a busy runner closes the due ones after its passes, the flusher
+task while the runner waits. ``BatchWindows`` is the base of ``BatchingScheduler``.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class BatchWindows:
         clock = self.pass_clock
         countdown = self.pass_check_every
         commits_heard = self.listeners.commits
+        check_invariants = self.check_invariants
         done = 0
         for index, cell in enumerate(cells):
             if (
@@ -157,18 +159,19 @@ class BatchWindows:
                         st.commit(0)
                     if vtl1.staged_updates:
                         st.commit(1)
-                    if self.check_invariants:
+                    if check_invariants:
                         check_vp_invariants(st)
                 except Exception as exc:
                     self._failed(cell, None, exc)
-            self.window_commits += 1
             done += 1
             countdown -= 1
             if not countdown:
                 countdown = self.pass_check_every
                 if done >= minimum and clock() > until and index + 1 < len(cells):
                     self.cut_passes += 1
+                    self.window_commits += done
                     return cells[index + 1 :], done
+        self.window_commits += done
         return None, done
 
     async def run_flusher(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
