@@ -5,7 +5,7 @@ reported as a ratio, because the machine is shared and noisy (absolute numbers m
 runs; ratios much less). Each figure's module says what it measures and its target:
 ``p1_ask``, ``p2_fleet``, ``p3_batching``, ``p4_memory``, ``p7_virtual``, ``p8_embedding``;
 ``floors`` holds the raw asks and fleets they are compared with, ``peers`` the other actor
-frameworks (``--peers``).
+frameworks (``--peers``), ``loops`` the event loop of the asyncio figures (``--loop uvloop``).
 
 ``--quick`` is a smoke run: every size shrinks (seconds in all; the tests use it), the ratios
 are shown but no verdict is passed (small sizes are not the targets' sizes). ``--check`` exits
