@@ -106,9 +106,9 @@ class Vp:
             slot = scheduler.new_slot()
             mailbox = cell.mailbox
             queue = mailbox.queue
-            if queue is None or queue or mailbox.closed:
+            if queue is None or queue or mailbox.closed or mailbox.capacity < 1:
                 mailbox.put((0, action, slot))  # scheduler.post_action, inlined
-            else:  # the hot path: Mailbox.put into an open, empty mailbox (capacity >= 1), inlined
+            else:  # the hot path: Mailbox.put into an open, empty mailbox with room, inlined
                 queue.append((0, action, slot))
                 if not mailbox.high_water:
                     mailbox.high_water = 1
