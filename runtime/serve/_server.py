@@ -200,9 +200,12 @@ class _TrioDeadlineStream:
     """A trio stream whose writes must drain within the write deadline, else it is aborted.
 
     hypercorn shields its writes from cancellation; a deadline inside the shield still fires.
-    Writes and the end-of-stream take turns. Giving up also cancels the connection's ``scope``:
-    hypercorn's HTTP/1.1 protocol can wait for ever for a response that will not be finished
-    when pipelined requests are queued.
+    Writes and the end-of-stream take turns, and the end of stream waits (within the write
+    deadline) for the rest of a response whose head is out: hypercorn closes a connection from
+    its reader task as soon as it parses bytes that are not a request, which on trio would cut
+    the reply to the request before them between its head and its body. Giving up also cancels
+    the connection's ``scope``: hypercorn's HTTP/1.1 protocol can wait for ever for a response
+    that will not be finished when pipelined requests are queued.
     """
 
     def __init__(self, stream: Any, write_timeout: float, scope: Any) -> None:
@@ -214,31 +217,81 @@ class _TrioDeadlineStream:
         # hypercorn closes (send_eof) from the reader task while a reply may still be going out
         # from the app's: trio refuses two senders at once (BusyResourceError), so take turns.
         self._sending = trio.Lock()
+        # Body bytes of the response being written that are still to come, and the event set
+        # when there are none (``send_eof`` waits for it).
+        self._owed = 0
+        self._whole = trio.Event()
+        self._whole.set()
         self.socket = stream.socket
 
     async def send_all(self, data: bytes) -> None:
         import trio
 
+        body = self._owed > 0
+        if not body:  # a response's head: note the body it declares before it goes out
+            self._owed = _body_after(data)
+            if self._owed:
+                self._whole = trio.Event()
         try:
             with trio.fail_after(self._write_timeout):
                 async with self._sending:
                     await self._stream.send_all(data)
         except trio.TooSlowError:
+            self._whole.set()
             self._scope.cancel()
             await trio.aclose_forcefully(self._stream)
             msg = f"write not drained within {self._write_timeout:g} s: peer dropped"
             raise trio.BrokenResourceError(msg) from None
+        except BaseException:
+            self._whole.set()
+            raise
+        if body:
+            # h11 ends a message framed by content-length with an empty write: the end of a
+            # response to HEAD (a declared length, no body) as well.
+            self._owed = max(self._owed - len(data), 0) if data else 0
+            if not self._owed:
+                self._whole.set()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data: bytes | bytearray = await self._stream.receive_some(max_bytes)
         return data
 
     async def send_eof(self) -> None:
-        async with self._sending:
-            await self._stream.send_eof()
+        import trio
+
+        deadline = trio.current_time() + self._write_timeout
+        while True:
+            with trio.move_on_at(deadline):
+                await self._whole.wait()
+            async with self._sending:
+                # A head may have gone out while we waited for the lock: then wait for its body.
+                if self._whole.is_set() or trio.current_time() >= deadline:
+                    await self._stream.send_eof()
+                    return
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def _body_after(data: bytes) -> int:
+    """Body bytes a response head at the start of ``data`` declares beyond those in ``data``.
+
+    0 for anything else: body bytes, an interim (1xx) response, a head without
+    ``content-length`` (an event stream, chunked), a 204 or a 304.
+    """
+    if not data.startswith(b"HTTP/1.1 ") or data[9:10] == b"1" or data[9:12] in (b"204", b"304"):
+        return 0
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        return 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            try:
+                return max(int(value) - len(rest), 0)
+            except ValueError:
+                return 0
+    return 0
 
 
 # ---- asyncio ------------------------------------------------------------------------------------

@@ -175,3 +175,22 @@ def test_raw_bytes_never_break_the_server(backend: str, payloads: list[bytes]) -
 def test_every_seed_request_is_answered(backend: str) -> None:
     """The unmutated seeds: each is a well-formed request or a refusal, answered as such."""
     anyio.run(_fuzz, list(_SEEDS), backend=backend)
+
+
+async def test_bytes_after_a_request_do_not_cut_its_reply() -> None:
+    """Regression (found by the fuzz on trio): hypercorn closes the connection as soon as it parses
+    bytes that are not a request; the reply to the request before them still arrives whole."""
+    request = (
+        b"POST /partitions/0/vps/0/execute HTTP/1.1\r\nhost: tdvsm\r\ncontent-length: 4\r\n"
+        b"content-type: text/plain\r\n\r\nbody\x00"  # one byte past the declared body
+    )
+    async with served() as s:
+        await s.runtime.create_partition(vp_count=1)
+        for _ in range(20):
+            stream = await connect_raw(s.address)
+            async with stream:
+                await stream.send(request)
+                raw = await _replies(stream, 0.3)
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 415 "), raw[:200]
+            assert msgspec.json.decode(body, type=ErrorBody).error == "UnsupportedMediaType"
