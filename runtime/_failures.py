@@ -91,14 +91,7 @@ class FailureHandling(BatchWindows):
             self._hooks.crashed(where, exc)
         del cell.journal[-2:]  # the crashed input: it never happened
         try:
-            actor, waiting = rebuild(
-                cell.base,
-                cell.base_view,
-                cell.journal,
-                index=index,
-                config=partition.config,
-                view=partition.supervisor.view,
-            )
+            actor, waiting = _rebuild(cell)
         except Exception as rebuild_error:
             reason = f"{where} crashed ({exc!r}) and could not be restarted: {rebuild_error}"
             if slot is not None:
@@ -109,11 +102,7 @@ class FailureHandling(BatchWindows):
         self._dirty.pop(cell, None)
         delay = partition.history.admit(self._now(), self._rng)
         if delay is None:
-            policy = self.restart_policy
-            reason = (
-                f"{where} crashed ({exc!r}) and partition {partition.partition_id} exceeded its "
-                f"restart intensity ({policy.max_restarts} restarts in {policy.period:g} s)"
-            )
+            reason = f"{where} crashed ({exc!r}) and partition {partition.partition_id} {self._exceeded()}"
             if slot is not None:
                 reply_error(slot, PartitionFailed(reason))
             self.fail_partition(partition, reason)
@@ -170,12 +159,7 @@ class FailureHandling(BatchWindows):
             self._hooks.crashed(where, exc)
         delay = partition.history.admit(self._now(), self._rng)
         if delay is None:
-            policy = self.restart_policy
-            reason = (
-                f"{where} crashed ({exc!r}) and exceeded "
-                f"its restart intensity ({policy.max_restarts} restarts in {policy.period:g} s)"
-            )
-            self.fail_partition(partition, reason)
+            self.fail_partition(partition, f"{where} crashed ({exc!r}) and {self._exceeded()}")
             return
         if not self._restart_all(partition, where, exc):
             return
@@ -204,14 +188,7 @@ class FailureHandling(BatchWindows):
         rebuilt: list[tuple[VpCell, VpActor, Any]] = []
         for cell in reversed(cells):  # teardown: last started, first stopped
             try:
-                actor, waiting = rebuild(
-                    cell.base,
-                    cell.base_view,
-                    cell.journal,
-                    index=cell.actor.state.index,
-                    config=partition.config,
-                    view=partition.supervisor.view,
-                )
+                actor, waiting = _rebuild(cell)
                 if (cell.pending is None) != (waiting is None):
                     msg = "its journal does not leave the hypercall it waits on"
                     raise ReplayError(msg)
@@ -234,6 +211,11 @@ class FailureHandling(BatchWindows):
                 cell.base_view = partition.view
                 cell.journal.clear()
         return True
+
+    def _exceeded(self) -> str:
+        """The end of a failure reason: which restart intensity was exceeded."""
+        policy = self.restart_policy
+        return f"exceeded its restart intensity ({policy.max_restarts} restarts in {policy.period:g} s)"
 
     def _after_backoff(self, key: VpCell | PartitionCells, delay: float, restart: Callable[[], None]) -> None:
         token = object()
@@ -310,3 +292,16 @@ class FailureHandling(BatchWindows):
             reply_error(slot, error())
         partition.operations.clear()
         partition.requests.clear()
+
+
+def _rebuild(cell: VpCell) -> tuple[VpActor, Any]:
+    """``cell``'s VP rebuilt from its checkpoint and journal, and the hypercall it leaves waiting."""
+    partition = cell.partition
+    return rebuild(
+        cell.base,
+        cell.base_view,
+        cell.journal,
+        index=cell.actor.state.index,
+        config=partition.config,
+        view=partition.supervisor.view,
+    )
