@@ -16,16 +16,17 @@ import msgspec
 import pytest
 
 from runtime.cli import main
+from runtime.lab.bench.p7_virtual import mixed_virtual_run
 from runtime.lab.cells import Cells
 from runtime.lab.costs import CostModel
-from runtime.lab.records import ExperimentOptions
 from runtime.lab.report import Report, build_report
-from runtime.lab.workloads import resolve
 
 from .conftest import require_ray
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from runtime.lab.records import ExperimentOptions
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -60,22 +61,8 @@ def test_a_sharded_run_reports_what_the_local_run_does(
 
 
 def _options(**changes: Any) -> ExperimentOptions:
-    base = ExperimentOptions(
-        partitions=12,
-        vps=4,
-        workload="mixed",
-        mix=resolve("mixed"),
-        duration=None,
-        ops=1500,
-        drivers=6,
-        rate=None,
-        backend="ray",
-        clock="virtual",
-        commit_policy="batched",
-        seed=3,
-        trace_vps=0,
-    )
-    return msgspec.structs.replace(base, **changes)
+    base = mixed_virtual_run(12, 1500, 6, backend="ray")
+    return msgspec.structs.replace(base, **{"seed": 3, **changes})
 
 
 def _comparable(report: Report) -> dict[str, Any]:

@@ -16,10 +16,10 @@ import pytest
 from protocol import CR0_ET, CR0_PG, MovToCr, Msr, Rdmsr
 from runtime.cluster.shard import ShardError, ShardHost
 from runtime.cluster.wire import PhaseResult, ShardOrders, ShardResult, decode, encode, merge_runs
+from runtime.lab.bench.p7_virtual import mixed_virtual_run
 from runtime.lab.cells import Cells
 from runtime.lab.costs import CostModel
 from runtime.lab.experiment import run_experiment
-from runtime.lab.records import ExperimentOptions, RunData
 from runtime.lab.report import build_report, encode_report
 from runtime.lab.trace import trace_document
 from runtime.lab.workloads import OPERATIONS, Guest, Program, Unexpected, resolve
@@ -27,24 +27,12 @@ from runtime.lab.workloads import OPERATIONS, Guest, Program, Unexpected, resolv
 if TYPE_CHECKING:
     import random
 
+    from runtime.lab.records import ExperimentOptions, RunData
+
 
 def _options(**changes: Any) -> ExperimentOptions:
-    base = ExperimentOptions(
-        partitions=12,
-        vps=4,
-        workload="mixed",
-        mix=resolve("mixed"),
-        duration=None,
-        ops=600,
-        drivers=6,
-        rate=None,
-        backend="asyncio",
-        clock="virtual",
-        commit_policy="batched",
-        seed=7,
-        trace_vps=5,
-    )
-    return msgspec.structs.replace(base, **changes)
+    base = mixed_virtual_run(12, 600, 6)
+    return msgspec.structs.replace(base, **{"seed": 7, "trace_vps": 5, **changes})
 
 
 def _local(options: ExperimentOptions) -> RunData:

@@ -12,6 +12,7 @@ from hdrh.histogram import HdrHistogram
 
 from protocol import Completed, Intercepted, InterceptMessage
 from runtime._clock import VirtualClock
+from runtime.lab.bench.p7_virtual import mixed_virtual_run
 from runtime.lab.costs import PARAMETERS, ActionKind, CostModel, CostModelError, load_cost_model
 from runtime.lab.experiment import ExperimentOptions, run_experiment
 from runtime.lab.metrics import (
@@ -152,22 +153,8 @@ async def test_virtual_clock_jumps_and_never_goes_back() -> None:
 
 
 def _options(**changes: object) -> ExperimentOptions:
-    base = ExperimentOptions(
-        partitions=3,
-        vps=2,
-        workload="mixed",
-        mix=resolve("mixed"),
-        duration=None,
-        ops=60,
-        drivers=2,
-        rate=None,
-        backend="asyncio",
-        clock="virtual",
-        commit_policy="batched",
-        seed=5,
-        trace_vps=2,
-    )
-    return msgspec.structs.replace(base, **changes)
+    base = mixed_virtual_run(3, 60, 2)
+    return msgspec.structs.replace(base, **{"vps": 2, "seed": 5, "trace_vps": 2, **changes})
 
 
 def test_report_round_trips_and_sorts_its_keys() -> None:
