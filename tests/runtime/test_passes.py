@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 
 from protocol import Rdmsr, StartVirtualProcessor, Vtl
@@ -10,18 +12,22 @@ from runtime import open_runtime
 from tests.guest import long_mode_context
 
 
+async def _started_vps(rt: Any, partitions: int) -> list[Any]:
+    """Every VP of ``partitions`` new 4-VP partitions, VPs 1-3 started by VP 0."""
+    vps = []
+    for _ in range(partitions):
+        part = await rt.create_partition(vp_count=4)
+        for index in (1, 2, 3):
+            start = StartVirtualProcessor(vp_index=index, target_vtl=Vtl.VTL0, context=long_mode_context())
+            await part.vp(0).execute(start)
+        vps += [part.vp(i) for i in range(4)]
+    return vps
+
+
 async def test_a_pass_yields_to_the_host_after_its_budget() -> None:
     """With a budget spent at once, a pass runs one clock check's worth (16 steps) and yields."""
     async with open_runtime(pass_budget=1e-9) as rt:
-        vps = []
-        for _ in range(25):
-            part = await rt.create_partition(vp_count=4)
-            for index in (1, 2, 3):
-                start = StartVirtualProcessor(
-                    vp_index=index, target_vtl=Vtl.VTL0, context=long_mode_context()
-                )
-                await part.vp(0).execute(start)
-            vps += [part.vp(i) for i in range(4)]
+        vps = await _started_vps(rt, 25)
         scheduler = rt._scheduler
         gaps: list[int] = []
         done = False
@@ -64,15 +70,7 @@ async def test_the_default_budget_keeps_passes_whole_when_they_are_short() -> No
 async def test_window_commits_yield_to_the_host_after_the_budget() -> None:
     """The batch-window flusher is a pass too: 400 windows closing at once are committed in slices."""
     async with open_runtime(pass_budget=1e-9) as rt:
-        vps = []
-        for _ in range(100):
-            part = await rt.create_partition(vp_count=4)
-            for index in (1, 2, 3):
-                start = StartVirtualProcessor(
-                    vp_index=index, target_vtl=Vtl.VTL0, context=long_mode_context()
-                )
-                await part.vp(0).execute(start)
-            vps += [part.vp(i) for i in range(4)]
+        vps = await _started_vps(rt, 100)
         scheduler = rt._scheduler
         async with anyio.create_task_group() as tg:
             for vp in vps:  # each Rdmsr stages its RIP advance: a window opens per VP
