@@ -92,7 +92,8 @@ async def test_a_crash_at_element_k_of_set_vp_registers_has_no_effect(element: i
 async def test_a_crash_inside_a_commit_loses_no_acknowledged_write(point: str) -> None:
     """G4/C3: a crash in the VTL-entry commit undoes that action only; earlier acked writes survive."""
     async with checked_runtime(restart_policy=_LENIENT) as rt:
-        part = await _in_vtl1(rt)
+        # A window that never closes on time: the VTL0 entry below, not the clock, commits the write.
+        part = await _in_vtl1(rt, batch_window=3600.0)
         vp = part.vp(0)
         write = SetVpRegisters(target_vtl=Vtl.VTL0, registers=[RegisterAssoc(name=Reg.RSP, value=0xBEEF0)])
         assert await vp.execute(write) == HypercallResult(status=HvStatus.SUCCESS, reps_completed=1)
