@@ -24,6 +24,7 @@ from ._tdx import (
     PLAIN_FIELDS,
     SEGMENT_FIELDS,
     TABLE_FIELDS,
+    VMCS_REGISTERS,
     CrRegistration,
     TdxL2State,
     derive_lma,
@@ -307,6 +308,25 @@ class VpState:
         if FAULTS.hook is not None:
             FAULTS.hook("commit.applied")
         return writes if counted and not self.eager else 0
+
+    def nothing_to_batch(self) -> bool:
+        """True if all that is staged is the running VTL's own registers outside the VMCS.
+
+        An action's completion (RIP, RAX and the other GPRs, RSP, RFLAGS) touches no VMCS field:
+        they travel with TDG.VP.ENTER (DOMAIN 7.1), and the VTL's next entry commits them
+        anyway. A batch window would batch nothing for them, so the scheduler commits them at
+        once (every exiting instruction stages its RIP advance). Updates staged for the other
+        VTL (what VTL1 sets on VTL0) and VMCS fields keep their windows.
+        """
+        if self.shared.staged:
+            return False
+        vtl0, vtl1 = self.vtls
+        state, other = (vtl1, vtl0) if self.active_vtl else (vtl0, vtl1)
+        return (
+            not other.staged_updates
+            and state.staged_registration is None
+            and VMCS_REGISTERS.isdisjoint(state.regs.staged)
+        )
 
     def commit_all(self) -> int:
         """Commit every VTL that has staged updates (VTL0 first)."""

@@ -15,11 +15,22 @@ from actors import FAULTS, check_vp_invariants
 
 from ._events import marks, report, switch_marks
 from ._failures import FailureHandling
-from ._journal import J_CONTROLS, J_DELIVER, J_RESUME, J_VIEW, JOURNAL_LIMIT, checkpoint, is_refusal
+from ._journal import (
+    J_COMMIT_ITEMS,
+    J_CONTROLS,
+    J_DELIVER,
+    J_RESUME,
+    J_VIEW,
+    JOURNAL_LIMIT,
+    checkpoint,
+    is_refusal,
+)
 from ._mailbox import reply, reply_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from actors import VpState
 
     from ._cells import PartitionCells, VpCell
     from ._mailbox import ReplySlot
@@ -98,8 +109,9 @@ class Steps(FailureHandling):
         # After the input. (A restarting cell is marked scheduled and busy: schedule and the
         # flusher skip it; a crash may have replaced the actor.)
         if cell not in self._dirty:
-            vtls = cell.actor.state.vtls
-            if vtls[0].staged_updates or vtls[1].staged_updates:
+            st = cell.actor.state
+            vtls = st.vtls
+            if (vtls[0].staged_updates or vtls[1].staged_updates) and not self._commit_unbatched(cell, st):
                 # A window opens: listed for the end of the pass (``_open_windows``), which
                 # gives the pass's windows one deadline.
                 self._dirty[cell] = True
@@ -118,6 +130,23 @@ class Steps(FailureHandling):
             # random), so the commit they make would land on this action or the next by chance.
             if cell.mailbox.queue:
                 self.schedule(cell)
+
+    def _commit_unbatched(self, cell: VpCell, st: VpState) -> bool:
+        """After a step: commit at once what needs no window (``VpState.nothing_to_batch``).
+
+        Journaled as a window commit is; False (nothing done) in the middle of a hypercall or a
+        restart, or if an update waits for a window. A crash in it is a commit's (``_failed``).
+        """
+        if cell.pending is not None or cell.restarting or not st.nothing_to_batch():
+            return False
+        cell.journal += J_COMMIT_ITEMS
+        try:
+            st.commit(st.active_vtl)
+            if self.check_invariants:
+                check_vp_invariants(st)
+        except Exception as exc:
+            self._failed(cell, None, exc)
+        return True
 
     def _step_vp_observed(self, cell: VpCell) -> None:
         """The VP's step (hooked or not), then tell the listeners what it changed on the VP."""

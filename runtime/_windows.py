@@ -9,14 +9,14 @@ task while the runner waits. ``BatchWindows`` is the base of ``BatchingScheduler
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from actors import check_vp_invariants
 
 from ._events import marks, report
-from ._journal import J_COMMIT
+from ._journal import J_COMMIT, J_COMMIT_ITEMS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from ._mailbox import ReplySlot
 
 __all__ = ("BatchWindows",)
-
-#: The journal entry of a window commit.
-_COMMIT: Final = (J_COMMIT, None)
 
 
 class BatchWindows:
@@ -153,7 +150,7 @@ class BatchWindows:
             if commits_heard:
                 self.commit_vp(cell)  # with its events
             else:
-                cell.journal += _COMMIT  # commit_vp, inlined (one per action in a fleet)
+                cell.journal += J_COMMIT_ITEMS  # commit_vp, inlined (one per action in a fleet)
                 try:
                     if vtl0.staged_updates:  # st.commit_all(), inlined
                         st.commit(0)

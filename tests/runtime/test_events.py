@@ -21,6 +21,7 @@ from protocol import (
     StartVirtualProcessor,
     Vtl,
     VtlReturn,
+    Wrmsr,
 )
 from protocol._x86 import CR0_ET, CR0_PE, CR0_PG, EFER_LMA, EFER_LME, EFER_SCE, Msr
 from runtime import (
@@ -111,7 +112,8 @@ async def test_window_commits_are_heard() -> None:
         heard: list[EngineEvent] = []
         committed = anyio.Event()
         rt.subscribe(lambda e: (heard.append(e), committed.set()))
-        await part.vp(0).execute(Rdmsr(msr=Msr.LSTAR))  # stages the RIP advance
+        # GUEST_SYSENTER_CS is a VMCS field: its write waits for the window.
+        await part.vp(0).execute(Wrmsr(msr=Msr.SYSENTER_CS, value=0x10))
         with anyio.fail_after(5):
             await committed.wait()
         assert isinstance(heard[0], CommitEvent)

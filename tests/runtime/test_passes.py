@@ -6,17 +6,17 @@ from typing import Any
 
 import anyio
 
-from protocol import Rdmsr, StartVirtualProcessor, Vtl
+from protocol import Rdmsr, StartVirtualProcessor, Vtl, Wrmsr
 from protocol._x86 import Msr
 from runtime import open_runtime
 from tests.guest import long_mode_context
 
 
-async def _started_vps(rt: Any, partitions: int) -> list[Any]:
-    """Every VP of ``partitions`` new 4-VP partitions, VPs 1-3 started by VP 0."""
+async def _started_vps(rt: Any, partitions: int, **config: Any) -> list[Any]:
+    """Every VP of ``partitions`` new 4-VP partitions (``config``), VPs 1-3 started by VP 0."""
     vps = []
     for _ in range(partitions):
-        part = await rt.create_partition(vp_count=4)
+        part = await rt.create_partition(vp_count=4, **config)
         for index in (1, 2, 3):
             start = StartVirtualProcessor(vp_index=index, target_vtl=Vtl.VTL0, context=long_mode_context())
             await part.vp(0).execute(start)
@@ -70,11 +70,14 @@ async def test_the_default_budget_keeps_passes_whole_when_they_are_short() -> No
 async def test_window_commits_yield_to_the_host_after_the_budget() -> None:
     """The batch-window flusher is a pass too: 400 windows closing at once are committed in slices."""
     async with open_runtime(pass_budget=1e-9) as rt:
-        vps = await _started_vps(rt, 100)
+        # Windows of 0.2 s: none closes before the host starts counting, even on a loaded machine.
+        vps = await _started_vps(rt, 100, batch_window=0.2)
         scheduler = rt._scheduler
+        write = Wrmsr(msr=Msr.SYSENTER_CS, value=0x10)  # a VMCS field: a window opens per VP
         async with anyio.create_task_group() as tg:
-            for vp in vps:  # each Rdmsr stages its RIP advance: a window opens per VP
-                tg.start_soon(vp.execute, Rdmsr(msr=Msr.EFER))
+            for vp in vps:
+                tg.start_soon(vp.execute, write)
+        assert len(scheduler._dirty) == len(vps)
         cut = scheduler.cut_passes
         commits = scheduler.window_commits
         gaps: list[int] = []

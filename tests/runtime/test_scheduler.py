@@ -22,6 +22,7 @@ from protocol import (
     Vtl,
     VtlCall,
     VtlReturn,
+    Wrmsr,
 )
 from protocol._x86 import Msr
 from tests.guest import checked_runtime, long_mode_context, new_partition
@@ -101,6 +102,22 @@ async def test_count_window_commits_after_max_updates(max_updates: int, left_sta
         # VTL0 holds the VtlCall's RIP advance plus 4 writes = 5 updates; with a window of 4 the
         # fourth closed it (1 left). VTL1 holds its own hypercall completion (RAX, RIP) = 2.
         assert part.statistics().vps[0].staged_updates == left_staged
+
+
+async def test_an_actions_own_completion_opens_no_window() -> None:
+    """A RIP advance touches no VMCS field: it commits after its step; a VMCS field waits (7.1)."""
+    async with checked_runtime() as rt:
+        part = await new_partition(rt, batch_window=3600.0)
+        vp = part.vp(0)
+        await vp.execute(Rdmsr(msr=Msr.EFER))
+        commits = vp.statistics().commits
+        await vp.execute(Rdmsr(msr=Msr.EFER))
+        assert (vp.statistics().commits, vp.statistics().staged_updates) == (commits + 1, 0)
+        assert not rt._scheduler._dirty
+        await vp.execute(Wrmsr(msr=Msr.SYSENTER_CS, value=0x10))
+        assert vp.statistics().staged_updates == 2  # GUEST_SYSENTER_CS and the RIP advance
+        assert list(rt._scheduler._dirty) == [part._cells.cells[0]]
+        assert rt.statistics().scheduler.window_commits == 0
 
 
 async def test_time_window_commits_without_any_action() -> None:

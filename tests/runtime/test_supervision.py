@@ -26,6 +26,7 @@ from protocol import (
     Vtl,
     VtlCall,
     VtlReturn,
+    Wrmsr,
 )
 from protocol._x86 import Msr
 from runtime import ActorCrashed, PartitionFailed, RestartPolicy, open_runtime
@@ -226,8 +227,8 @@ async def test_a_supervisor_crash_restarts_every_vp_one_for_all(monkeypatch: pyt
         part = await _in_vtl1(rt, commit_policy="batched", batch_window=3600.0)
         other = await new_partition(rt)
         assert await other.vp(0).execute(Rdmsr(msr=Msr.EFER)) is not None
-        # VP 1 has a staged, uncommitted update (its RIP, from the Rdmsr): it must survive.
-        assert await part.vp(1).execute(Rdmsr(msr=Msr.EFER)) is not None
+        # VP 1 has a staged, uncommitted update (a VMCS field's, in its window): it must survive.
+        assert await part.vp(1).execute(Wrmsr(msr=Msr.SYSENTER_CS, value=0x10)) is not None
         cells = part._cells.cells
         before = [cell.actor for cell in cells]
         states = [actors.snapshot_vp(actor) for actor in before]
