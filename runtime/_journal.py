@@ -35,7 +35,6 @@ __all__ = (
     "JOURNAL_LIMIT",
     "J_ACTION",
     "J_COMMIT",
-    "J_COMMIT_ITEMS",
     "J_CONTROLS",
     "J_DELIVER",
     "J_INSPECT",
@@ -55,10 +54,8 @@ J_INSPECT: Final = 1  # payload: the inspection function
 J_RESUME: Final = 2  # payload: (ok, value): the supervisor's reply to a waiting hypercall
 J_CONTROLS: Final = 3  # payload: None: pending control messages applied
 J_DELIVER: Final = 4  # payload: a control message delivered by the supervisor
-J_COMMIT: Final = 5  # payload: None: every VTL committed (a batch window closed, a snapshot, a step)
+J_COMMIT: Final = 5  # payload: None: every VTL committed (a batch window closed, a snapshot)
 J_VIEW: Final = 6  # payload: the partition view the following inputs saw
-#: The two journal items of a commit (``journal += J_COMMIT_ITEMS``: one list operation).
-J_COMMIT_ITEMS: Final = (J_COMMIT, None)
 
 #: Journal items (two per input) after which a VP with no half-done hypercall is checkpointed.
 #: A checkpoint costs about 4 us (snapshot and encode), a replayed input about 2 us: every 256

@@ -15,16 +15,7 @@ from actors import FAULTS, check_vp_invariants
 
 from ._events import marks, report, switch_marks
 from ._failures import FailureHandling
-from ._journal import (
-    J_COMMIT_ITEMS,
-    J_CONTROLS,
-    J_DELIVER,
-    J_RESUME,
-    J_VIEW,
-    JOURNAL_LIMIT,
-    checkpoint,
-    is_refusal,
-)
+from ._journal import J_CONTROLS, J_DELIVER, J_RESUME, J_VIEW, JOURNAL_LIMIT, checkpoint, is_refusal
 from ._mailbox import reply, reply_error
 
 if TYPE_CHECKING:
@@ -135,17 +126,11 @@ class Steps(FailureHandling):
         """After a step: commit at once what needs no window (``VpState.nothing_to_batch``).
 
         Journaled as a window commit is; False (nothing done) in the middle of a hypercall or a
-        restart, or if an update waits for a window. A crash in it is a commit's (``_failed``).
+        restart, or if an update waits for a window.
         """
         if cell.pending is not None or cell.restarting or not st.nothing_to_batch():
             return False
-        cell.journal += J_COMMIT_ITEMS
-        try:
-            st.commit(st.active_vtl)
-            if self.check_invariants:
-                check_vp_invariants(st)
-        except Exception as exc:
-            self._failed(cell, None, exc)
+        self.commit_journaled(cell, st)  # (a crash is handled there, as a window commit's)
         return True
 
     def _step_vp_observed(self, cell: VpCell) -> None:

@@ -9,25 +9,30 @@ task while the runner waits. ``BatchWindows`` is the base of ``BatchingScheduler
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
 from actors import check_vp_invariants
 
 from ._events import marks, report
-from ._journal import J_COMMIT, J_COMMIT_ITEMS
+from ._journal import J_COMMIT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from anyio.abc import TaskStatus
 
+    from actors import VpState
+
     from ._cells import VpCell
     from ._events import Listeners
     from ._mailbox import ReplySlot
 
 __all__ = ("BatchWindows",)
+
+#: The journal entry of a commit (two items, added in one list operation).
+_COMMIT: Final = (J_COMMIT, None)
 
 
 class BatchWindows:
@@ -131,8 +136,6 @@ class BatchWindows:
         dirty = self._dirty
         clock = self.pass_clock
         countdown = self.pass_check_every
-        commits_heard = self.listeners.commits
-        check_invariants = self.check_invariants
         done = 0
         for index, cell in enumerate(cells):
             if (
@@ -147,19 +150,7 @@ class BatchWindows:
             vtl0, vtl1 = st.vtls
             if not (vtl0.staged_updates or vtl1.staged_updates):
                 continue  # committed at a commit point since the window opened
-            if commits_heard:
-                self.commit_vp(cell)  # with its events
-            else:
-                cell.journal += J_COMMIT_ITEMS  # commit_vp, inlined (one per action in a fleet)
-                try:
-                    if vtl0.staged_updates:  # st.commit_all(), inlined
-                        st.commit(0)
-                    if vtl1.staged_updates:
-                        st.commit(1)
-                    if check_invariants:
-                        check_vp_invariants(st)
-                except Exception as exc:
-                    self._failed(cell, None, exc)
+            self.commit_vp(cell)
             done += 1
             countdown -= 1
             if not countdown:
@@ -205,12 +196,19 @@ class BatchWindows:
                 started = clock()
 
     def commit_vp(self, cell: VpCell) -> bool:
-        """Commit every VTL of ``cell`` as one journaled input; False if that crashed."""
-        journal = cell.journal
-        journal.append(J_COMMIT)
-        journal.append(None)
+        """Commit every VTL of ``cell`` as one journaled input, with its events; False if that crashed."""
         st = cell.actor.state
         before = marks(st) if self.listeners.commits else None
+        if not self.commit_journaled(cell, st):
+            return False
+        if before is not None:
+            report(self.listeners, cell.partition.partition_id, st, before)
+        return True
+
+    def commit_journaled(self, cell: VpCell, st: VpState) -> bool:
+        """Commit every VTL of ``cell`` (state ``st``) as one journaled input, telling no
+        listener (a step's observer reports it with the step); False if that crashed."""
+        cell.journal += _COMMIT
         try:
             st.commit_all()
             if self.check_invariants:
@@ -218,6 +216,4 @@ class BatchWindows:
         except Exception as exc:
             self._failed(cell, None, exc)
             return False
-        if before is not None:
-            report(self.listeners, cell.partition.partition_id, st, before)
         return True
