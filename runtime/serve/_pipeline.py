@@ -159,6 +159,11 @@ class Pipeline:
                     pending._settle(_outcomes.decode(body), None)
                 except Exception as exc:  # the batch's typed error
                     pending._settle(None, exc)
+                if reader.their_state is h11.MUST_CLOSE:
+                    # "Connection: close" on that reply: the server runs nothing written after
+                    # the request it answers (RFC 9112 section 9.6).
+                    self._lose("the server closed the connection after a reply: later batches were not run")
+                    return
                 reader.start_next_cycle()
         except (
             OSError,

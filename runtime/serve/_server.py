@@ -48,6 +48,8 @@ __all__ = ("serve",)
 logger = logging.getLogger("runtime.serve")
 #: Seconds a shutdown waits for open connections to finish before cancelling them.
 GRACE: Final = 2.0
+#: Requests per connection: no cap of the server's own.
+_UNLIMITED: Final = 1 << 62
 
 
 def _refusal(limit: int) -> bytes:
@@ -62,6 +64,10 @@ def _refusal(limit: int) -> bytes:
 def _config(limits: Limits) -> Config:
     config = Config()
     config.keep_alive_timeout = limits.header_timeout
+    # hypercorn closes a connection after 1,000 requests by default, cutting a long pipeline:
+    # the batches written after the 1,000th are never run. A connection here lasts as long as
+    # its client keeps it (the head deadline still ends an idle one).
+    config.keep_alive_max_requests = _UNLIMITED
     config.h11_max_incomplete_size = limits.max_header
     config.accesslog = None  # a request line may carry the dashboard's login token
     config.errorlog = logger

@@ -79,6 +79,35 @@ async def test_a_failing_batch_in_a_pipeline_fails_alone() -> None:
             assert len(await after.result()) == 1
 
 
+async def test_a_pipeline_outlives_a_thousand_requests() -> None:
+    """The server sets no cap of its own on requests per connection (hypercorn's is 1,000)."""
+    async with served() as s, connect(s.address) as client:
+        part = await client.create_partition(vp_count=1)
+        async with client.pipeline(depth=4) as pipe:
+            pending = [await pipe.submit(part.vp(0), [LSTAR]) for _ in range(1_100)]
+            assert [len(await p.result()) for p in pending] == [1] * 1_100
+        assert s.runtime.partition(part.partition_id).vp(0).statistics().actions == 1_100
+
+
+async def test_batches_after_a_connection_close_reply_are_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that ends the connection ("Connection: close" on its 3rd reply) runs nothing
+    written after that request: the pipeline says so, for each batch after it."""
+    from runtime.serve import _server
+
+    monkeypatch.setattr(_server, "_UNLIMITED", 3)  # hypercorn's keep_alive_max_requests
+    async with served() as s, connect(s.address) as client:
+        part = await client.create_partition(vp_count=1)
+        async with client.pipeline(depth=5) as pipe:
+            pending = [await pipe.submit(part.vp(0), [LSTAR]) for _ in range(5)]
+            assert [len(await p.result()) for p in pending[:3]] == [1, 1, 1]
+            for later in pending[3:]:
+                with pytest.raises(ConnectionLost, match="later batches were not run"):
+                    await later.result()
+            with pytest.raises(ConnectionLost, match="later batches were not run"):
+                await pipe.submit(part.vp(0), [LSTAR])
+        assert s.runtime.partition(part.partition_id).vp(0).statistics().actions == 3
+
+
 async def test_a_pipeline_refused_at_the_connection_limit_is_busy() -> None:
     """The server's typed 503 is the in-process Busy: the caller should slow down and retry."""
     async with served(limits=Limits(max_connections=1)) as s, connect(s.address) as client:
