@@ -51,11 +51,13 @@ class LatencyHistogram:
         self.count = 0
         self.sum_ns = 0
 
-    def record(self, ns: int) -> None:
-        """Count one latency of ``ns`` nanoseconds."""
-        self.counts[bisect.bisect_left(_BOUNDS_NS, ns)] += 1
-        self.count += 1
-        self.sum_ns += ns
+    def record(self, values: Sequence[int]) -> None:
+        """Count each latency of ``values`` (nanoseconds)."""
+        counts, bucket = self.counts, bisect.bisect_left
+        for ns in values:
+            counts[bucket(_BOUNDS_NS, ns)] += 1
+        self.count += len(values)
+        self.sum_ns += sum(values)
 
     def cumulative(self) -> list[tuple[str, float]]:
         """Prometheus buckets: (upper bound, count of values <= it), +Inf last."""
@@ -132,18 +134,29 @@ class Metrics:
 
         ``outcomes`` and ``latencies`` may be shorter than ``actions`` (a batch that stopped).
         """
-        counts, histograms = self.actions, self.latency
-        for action, outcome, ns in zip(actions, outcomes, latencies, strict=False):
-            name = type(action).__name__
-            if isinstance(outcome, BaseException):
-                key = (name, error_type(outcome) or "InternalError")
-            else:
-                key = (name, type(outcome).__name__)
-            counts[key] = counts.get(key, 0) + 1
-            histogram = histograms.get(name)
-            if histogram is None:
-                histogram = histograms[name] = LatencyHistogram()
-            histogram.record(ns)
+        # A batch is mostly runs of one action type with one outcome type: count each run once.
+        done = min(len(actions), len(outcomes), len(latencies))
+        start = 0
+        while start < done:
+            kinds = (type(actions[start]), type(outcomes[start]))
+            end = start + 1
+            while end < done and (type(actions[end]), type(outcomes[end])) == kinds:
+                end += 1
+            self._count_run(actions[start], outcomes[start], latencies[start:end])
+            start = end
+
+    def _count_run(self, action: object, outcome: object, latencies: Sequence[int]) -> None:
+        """Count ``len(latencies)`` actions of ``action``'s type with ``outcome``'s type."""
+        name = type(action).__name__
+        if isinstance(outcome, BaseException):
+            key = (name, error_type(outcome) or "InternalError")
+        else:
+            key = (name, type(outcome).__name__)
+        self.actions[key] = self.actions.get(key, 0) + len(latencies)
+        histogram = self.latency.get(name)
+        if histogram is None:
+            histogram = self.latency[name] = LatencyHistogram()
+        histogram.record(latencies)
 
     def on_event(self, event: EngineEvent) -> None:
         """The runtime listener (attached without commit events)."""

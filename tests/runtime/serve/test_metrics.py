@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from protocol import (
@@ -17,7 +18,7 @@ from protocol import (
     Vtl,
 )
 from protocol._x86 import Msr
-from runtime import open_runtime
+from runtime import VpNotRunning, open_runtime
 from runtime.serve import connect, create_app
 from tests.runtime.serve._harness import served, wait_until
 from tests.scenarios._secure import arm, enable_synic, reg, return_to_vtl0, s1_setup
@@ -55,6 +56,26 @@ async def test_counters_match_the_runtime_and_the_apps_own_actions() -> None:
         assert samples["tdvsm_vps", ()] == 2
         assert samples["tdvsm_connections", ()] >= 1  # this client's
         assert samples["tdvsm_http_requests_in_flight", ()] == 1  # the scrape itself
+
+
+async def test_a_mixed_batch_counts_each_action_by_its_outcome() -> None:
+    """Runs of one (action, outcome) type are counted together; a batch's error counts too."""
+    async with served() as s, connect(s.address) as client:
+        part = await client.create_partition(vp_count=2)
+        unbacked = Rdmsr(msr=0x1234)  # #GP(0): an ExceptionInjected outcome
+        outcomes = await part.vp(0).execute_many([LSTAR, LSTAR, unbacked, LSTAR, unbacked, unbacked])
+        assert [type(o).__name__ for o in outcomes] == ["Completed"] * 2 + [
+            "ExceptionInjected",
+            "Completed",
+        ] + ["ExceptionInjected"] * 2
+        with pytest.raises(VpNotRunning):
+            await part.vp(1).execute_many([LSTAR, LSTAR])  # stops at the first: one counted
+        samples = _samples(await client.metrics())
+        assert samples["tdvsm_actions_total", (("action", "Rdmsr"), ("outcome", "Completed"))] == 3
+        assert samples["tdvsm_actions_total", (("action", "Rdmsr"), ("outcome", "ExceptionInjected"))] == 3
+        assert samples["tdvsm_actions_total", (("action", "Rdmsr"), ("outcome", "VpNotRunning"))] == 1
+        assert samples["tdvsm_action_latency_seconds_count", (("action", "Rdmsr"),)] == 7
+        assert samples["tdvsm_action_latency_seconds_bucket", (("action", "Rdmsr"), ("le", "+Inf"))] == 7
 
 
 async def test_intercepts_and_switches_are_counted() -> None:
