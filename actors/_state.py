@@ -310,13 +310,15 @@ class VpState:
         return writes if counted and not self.eager else 0
 
     def nothing_to_batch(self) -> bool:
-        """True if all that is staged is the running VTL's own registers outside the VMCS.
+        """True if all that is staged is the running VTL's own private registers outside the VMCS.
 
-        An action's completion (RIP, RAX and the other GPRs, RSP, RFLAGS) touches no VMCS field:
-        they travel with TDG.VP.ENTER (DOMAIN 7.1), and the VTL's next entry commits them
-        anyway. A batch window would batch nothing for them, so the scheduler commits them at
-        once (every exiting instruction stages its RIP advance). Updates staged for the other
-        VTL (what VTL1 sets on VTL0) and VMCS fields keep their windows.
+        An instruction's RIP advance (and RSP, RFLAGS, CR8, the syscall MSRs) touches no VMCS
+        field: RIP, RSP and RFLAGS travel with TDG.VP.ENTER (DOMAIN 7.1), and the VTL's next
+        entry commits them anyway. A batch window would batch nothing for them, so the
+        scheduler commits them at once (every exiting instruction stages its RIP advance).
+        VMCS fields, updates staged for the other VTL (what VTL1 sets on VTL0) and the shared
+        registers both VTLs see (RAX and the other GPRs a hypercall completes with) keep their
+        windows.
         """
         if self.shared.staged:
             return False

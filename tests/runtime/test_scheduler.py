@@ -123,7 +123,8 @@ async def test_an_actions_own_completion_opens_no_window() -> None:
 async def test_time_window_commits_without_any_action() -> None:
     """batch_window closes the window: staged updates commit with no action and no inspection."""
     async with checked_runtime() as rt:
-        part = await _in_vtl1(rt, batch_window=0.01)
+        # 0.2 s: the window cannot close before the first check, even on a loaded machine.
+        part = await _in_vtl1(rt, batch_window=0.2)
         vp = part.vp(0)
         await vp.execute(_set_rsp(0x77))
         assert part.statistics().vps[0].staged_updates >= 1

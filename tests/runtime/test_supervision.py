@@ -132,13 +132,15 @@ async def test_a_crash_in_a_context_load_is_retried_and_the_runtime_lives() -> N
 async def test_a_crash_in_a_window_commit_does_not_end_the_runtime() -> None:
     """G4 reproducer: the batch-window flusher's commit_all crashing restarts the VP, nothing more."""
     async with checked_runtime(restart_policy=_LENIENT) as rt:
-        part = await _in_vtl1(rt)
+        # A window of 0.5 s: it cannot close before the crash point is armed below, even when a
+        # loaded machine resumes this task late (with 1 ms it had, and nothing crashed).
+        part = await _in_vtl1(rt, batch_window=0.5)
         vp = part.vp(0)
         write = SetVpRegisters(target_vtl=Vtl.VTL0, registers=[RegisterAssoc(name=Reg.RSP, value=0x4242)])
         await vp.execute(write)  # staged for VTL0 (and VTL1's completion): a window is open
         with crash_at("commit") as crashes:
             with anyio.fail_after(5):
-                while not crashes:  # noqa: ASYNC110  # the window closes after batch_window (1 ms)
+                while not crashes:  # noqa: ASYNC110  # the window closes after batch_window
                     await anyio.sleep(0.001)
         with anyio.fail_after(5):
             while rt.statistics().scheduler.restarting:  # noqa: ASYNC110  # a counter to poll
