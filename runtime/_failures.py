@@ -94,18 +94,14 @@ class FailureHandling(BatchWindows):
             actor, waiting = _rebuild(cell)
         except Exception as rebuild_error:
             reason = f"{where} crashed ({exc!r}) and could not be restarted: {rebuild_error}"
-            if slot is not None:
-                reply_error(slot, PartitionFailed(reason))
-            self.fail_partition(partition, reason)
+            self._give_up(partition, slot, reason)
             return
         cell.actor = actor
         self._dirty.pop(cell, None)
         delay = partition.history.admit(self._now(), self._rng)
         if delay is None:
             reason = f"{where} crashed ({exc!r}) and partition {partition.partition_id} {self._exceeded()}"
-            if slot is not None:
-                reply_error(slot, PartitionFailed(reason))
-            self.fail_partition(partition, reason)
+            self._give_up(partition, slot, reason)
             return
         if retry is not None and waiting is not None and slot is not None:
             cell.pending, cell.resume = (waiting, slot), retry
@@ -125,6 +121,12 @@ class FailureHandling(BatchWindows):
         cell.restarting = True
         cell.scheduled = True  # off the ready queue until the restart (see VpCell)
         self._after_backoff(cell, delay, lambda: self._restarted(cell))
+
+    def _give_up(self, partition: PartitionCells, slot: ReplySlot | None, reason: str) -> None:
+        """A crashed VP cannot restart: its caller gets ``PartitionFailed``, and so does the partition."""
+        if slot is not None:
+            reply_error(slot, PartitionFailed(reason))
+        self.fail_partition(partition, reason)
 
     def _restarted(self, cell: VpCell) -> None:
         """The backoff is over: the VP serves its mailbox again."""
